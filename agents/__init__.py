@@ -1,0 +1,2 @@
+"""Built-in learners, written against the public learner API (see DESIGN.md)."""
+from agents import dqn  # noqa: F401  (registration)

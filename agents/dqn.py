@@ -1,0 +1,263 @@
+"""DQN with interchangeable value heads (Mnih et al. 2015; double DQN, van Hasselt et al. 2016).
+
+Heads (``crl.nn.heads``): scalar with Huber (``dqn``) or MSE (``dqn-mse``) loss, HL-Gauss
+cross-entropy (``dqn-hlgauss``, Farebrother et al. 2024, arXiv 2403.03950), two-hot
+(``dqn-twohot``) and C51 (``dqn-c51``, Bellemare et al. 2017). Scalar-target heads back up
+``y = R_n + gamma^n (1 - terminated) Q_target(s', a*)`` with ``a*`` chosen on *decoded* Q
+values; C51 backs up the projected next-state distribution.
+
+Read :meth:`DQNAgent.update` top to bottom for the algorithm; everything else is
+bookkeeping: acting in a NEXT_STEP-autoreset vector env (the reset transition never enters
+replay; truncation is bootstrapped, termination is not), reward clipping inside the agent
+(raw scores are logged), epsilon schedule, target copies, evaluation and resume state.
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.replay import ReplayBuffer
+from crl.errors import UserError
+from crl.nn.network import build_network
+from crl.optim import LRSchedule, build_optimizer
+from crl.registry import AGENTS, HEADS
+
+
+def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
+    if decay_steps <= 0:
+        return end
+    return end + (start - end) * max(0.0, 1.0 - step / decay_steps)
+
+
+def _env_spaces(task, seed: int):
+    env = task.make_env(1, seed)
+    try:
+        return env.single_observation_space, env.single_action_space
+    finally:
+        env.close()
+
+
+class DQNAgent:
+    """A learner for RL scenarios; the runner calls ``train`` chunk by chunk and ``evaluate``."""
+
+    def __init__(self, cfg, scenario, device: torch.device, head_name: str):
+        self.cfg, self.device = cfg, device
+        obs_space, act_space = _env_spaces(scenario.tasks[0], cfg.seed)
+        for task in scenario.tasks[1:]:
+            o, a = _env_spaces(task, cfg.seed)
+            if o.shape != obs_space.shape or a.n != act_space.n:
+                raise UserError(f"scenario: task '{task.name}' has observations {o.shape} and {a.n} actions, but "
+                                f"'{scenario.tasks[0].name}' has {obs_space.shape} and {act_space.n}; tasks must share "
+                                "spaces (for Atari use --full-action-space)")
+        self.obs_shape, self.num_actions = tuple(obs_space.shape), int(act_space.n)
+        self.head = HEADS.get(head_name)(cfg.num_bins, cfg.v_min, cfg.v_max, cfg.sigma_ratio).to(device)
+        self.network = build_network(cfg, self.obs_shape, self.num_actions, self.head).to(device)
+        self.target = copy.deepcopy(self.network)
+        self.target.requires_grad_(False)
+        out_names = {f"output.{n}" for n, _ in self.network.output.named_parameters()}
+        self.optimizer = build_optimizer(cfg.optimizer, list(self.network.named_parameters()), lr=cfg.lr,
+                                         eps=cfg.adam_eps, weight_decay=cfg.weight_decay, muon_exclude=out_names)
+        steps_per_task = max(1, cfg.steps // cfg.train_freq)
+        restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
+        self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, cfg.lr,
+                                   total_steps=steps_per_task * len(scenario.stream()), warmup_steps=cfg.lr_warmup,
+                                   restart_per_task=restart, steps_per_task=steps_per_task)
+        stack = self.obs_shape[0] if len(self.obs_shape) == 3 else 1
+        obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
+        self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.obs_shape, stack, obs_dtype, device, cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.env = None
+        self.env_task_index = -1
+        self.env_steps = 0  # over the whole run
+        self.updates = 0
+        self.update_debt = 0.0
+        self.next_target_sync = cfg.target_update
+        self.probes: dict[str, torch.Tensor] = {}
+        self.run = None  # set by the runner
+        self._loss_sum = torch.zeros((), device=device)
+        self._loss_count = 0
+
+    # ------------------------------------------------------------------ the algorithm
+    def update(self) -> None:
+        cfg, net, head = self.cfg, self.network, self.head
+        b = self.replay.sample(cfg.batch_size, cfg.n_step, cfg.gamma)
+        rows = torch.arange(cfg.batch_size, device=self.device)
+        net.train()
+        out_sa = net(b["obs"])[rows, b["actions"]]  # (B, K) at the taken actions
+        with torch.no_grad():
+            next_target = self.target(b["next_obs"])  # (B, A, K)
+            selector = net(b["next_obs"]) if cfg.double_dqn else next_target
+            a_star = head.q_values(selector).argmax(dim=1)  # greedy on decoded Q
+            target = head.bootstrap_target(next_target[rows, a_star], b["returns"], b["discounts"])
+        per_sample = head.loss(out_sa, target)  # float32, (B,)
+        per_sample = self.run.hooks.transform_loss(self.run, per_sample, b)
+        loss = per_sample.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.schedule.step()
+        self.updates += 1
+        self.run.hooks.after_optimizer_step(self.run)
+        self._loss_sum += loss.detach()
+        self._loss_count += 1
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+        self.network.eval()
+        q = self.network.q_values(torch.as_tensor(obs, device=self.device))
+        greedy = q.argmax(dim=1).cpu().numpy()
+        explore = rng.random(len(obs)) < epsilon
+        return np.where(explore, rng.integers(self.num_actions, size=len(obs)), greedy)
+
+    def _switch_env(self, task, task_index: int) -> None:
+        if self.env is not None:
+            self.env.close()
+        seed = self.cfg.seed + 10_007 * task_index
+        self.env = task.make_env(self.cfg.num_envs, seed)
+        self.obs, _ = self.env.reset(seed=seed)
+        n = self.cfg.num_envs
+        self.prev_done = np.zeros(n, bool)
+        self.ep_return, self.ep_len = np.zeros(n), np.zeros(n, np.int64)
+        self.env_task_index = task_index
+        if self.cfg.reset_replay_per_task and task_index > 0:
+            self.replay = ReplayBuffer(self.cfg.buffer_size, n, self.obs_shape, self.replay.stack, self.replay.obs_dtype,
+                                       self.device, self.cfg.seed + task_index)
+
+    def train(self, task, steps: int) -> int:
+        """Collect ``steps`` env steps (rounded up to whole vector steps), updating as we go."""
+        cfg, n, run = self.cfg, self.cfg.num_envs, self.run
+        if self.env_task_index != run.task_index:
+            self._switch_env(task, run.task_index)
+        done_steps = 0
+        while done_steps < steps:
+            eps = linear_epsilon(self.env_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
+            actions = self.act(self.obs, eps, self.np_rng)
+            next_obs, reward, terminated, truncated, _ = self.env.step(actions)
+            valid = ~self.prev_done  # NEXT_STEP autoreset: the step after a done step is a reset, not a transition
+            learn_reward = np.clip(reward, -1.0, 1.0) if cfg.clip_rewards else reward
+            self.replay.add(self.obs, actions, learn_reward, next_obs, terminated, truncated, valid)
+            self._track_episodes(reward, terminated | truncated, valid)
+            self.prev_done = terminated | truncated
+            self.obs = next_obs
+            self.env_steps += n
+            done_steps += n
+            self._learn(n)
+            if self.env_steps % cfg.log_every < n:
+                self._log_train(eps)
+        return done_steps
+
+    def _learn(self, new_steps: int) -> None:
+        cfg = self.cfg
+        if self.env_steps < cfg.learning_starts or len(self.replay) < cfg.batch_size:
+            return
+        self.update_debt += new_steps / cfg.train_freq
+        while self.update_debt >= 1.0:
+            self.update()
+            self.update_debt -= 1.0
+        if self.env_steps >= self.next_target_sync:
+            self.target.load_state_dict(self.network.state_dict())
+            self.next_target_sync += cfg.target_update * max(1, (self.env_steps - self.next_target_sync)
+                                                             // cfg.target_update + 1)
+
+    def _track_episodes(self, reward, done, valid) -> None:
+        self.ep_return += np.where(valid, reward, 0.0)
+        self.ep_len += valid
+        for i in np.flatnonzero(done & valid):
+            self.run.logger.scalar("train/episode_return", self.ep_return[i], self.env_steps)
+            self.run.logger.scalar("train/episode_length", self.ep_len[i], self.env_steps)
+            self.ep_return[i], self.ep_len[i] = 0.0, 0
+
+    def _log_train(self, eps: float) -> None:
+        log, step = self.run.logger, self.env_steps
+        log.scalar("train/epsilon", eps, step)
+        log.scalar("train/lr", self.schedule.lr, step)
+        log.scalar("train/updates", self.updates, step)
+        if self._loss_count:
+            log.scalar("train/loss", (self._loss_sum / self._loss_count).item(), step)
+            self._loss_sum.zero_()
+            self._loss_count = 0
+
+    # ------------------------------------------------------------------ evaluation and probes
+    @torch.no_grad()
+    def evaluate(self, task, eval_index: int) -> float:
+        """Mean raw return of ``eval_episodes`` episodes (one per env) with epsilon ``eval_eps``."""
+        cfg = self.cfg
+        seed = cfg.seed * 1_000_003 + 7_919 * eval_index + 1
+        rng = np.random.default_rng(seed)
+        env = task.make_env(cfg.eval_episodes, seed)
+        try:
+            obs, _ = env.reset(seed=seed)
+            returns = np.zeros(cfg.eval_episodes)
+            running = np.ones(cfg.eval_episodes, bool)
+            for _ in range(cfg.eval_max_steps):
+                obs, reward, terminated, truncated, _ = env.step(self.act(obs, cfg.eval_eps, rng))
+                returns += np.where(running, reward, 0.0)
+                running &= ~(terminated | truncated)
+                if not running.any():
+                    break
+        finally:
+            env.close()
+        return float(returns.mean())
+
+    def probe_batch(self, task, size: int = 256) -> torch.Tensor:
+        """A fixed batch of observations of ``task`` for plasticity metrics (drawn once, then reused)."""
+        if task.name not in self.probes and len(self.replay) >= size:
+            self.probes[task.name] = self.replay.sample(size, 1, self.cfg.gamma)["obs"].clone()
+        return self.probes.get(task.name)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        try:
+            env_bytes = pickle.dumps(self.env) if self.env is not None else None
+        except (TypeError, pickle.PicklingError, AttributeError):
+            env_bytes = None  # ALE's C++ vector env cannot be pickled; see load_state_dict
+        return {
+            "network": self.network.state_dict(), "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "replay": self.replay.state_dict() if self.cfg.checkpoint_replay else None,
+            "np_rng": self.np_rng.bit_generator.state, "env": env_bytes,
+            "env_task_index": self.env_task_index,
+            "episode": None if self.env is None else (self.obs, self.prev_done, self.ep_return, self.ep_len),
+            "counters": (self.env_steps, self.updates, self.update_debt, self.next_target_sync),
+            "probes": {k: v.cpu() for k, v in self.probes.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state["replay"] is not None:
+            self.replay.load_state_dict(state["replay"])
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.env_steps, self.updates, self.update_debt, self.next_target_sync = state["counters"]
+        self.probes = {k: v.to(self.device) for k, v in state["probes"].items()}
+        if state["env"] is not None:
+            self.env = pickle.loads(state["env"])
+            self.env_task_index = state["env_task_index"]
+            self.obs, self.prev_done, self.ep_return, self.ep_len = state["episode"]
+        elif state["env_task_index"] >= 0:
+            # Envs that cannot be pickled restart their episodes at the resume point (README: resume).
+            warnings.warn("environment state cannot be saved for this env; episodes restart at the resume point",
+                          stacklevel=2)
+            self.env_task_index = -1
+
+
+def _register(name: str, head: str, help: str) -> None:
+    AGENTS.register(name, help, head=head, kind="rl")(
+        lambda cfg, scenario, device: DQNAgent(cfg, scenario, device, head))
+
+
+_register("dqn", "scalar-huber", "DQN, scalar Q with Huber loss (Mnih et al. 2015), double-DQN target")
+_register("dqn-mse", "scalar-mse", "DQN, scalar Q with MSE loss (as CleanRL)")
+_register("dqn-hlgauss", "hlgauss", "DQN with HL-Gauss cross-entropy value head (Farebrother et al. 2024)")
+_register("dqn-twohot", "twohot", "DQN with two-hot cross-entropy value head")
+_register("dqn-c51", "c51", "C51 distributional DQN (Bellemare et al. 2017)")

@@ -1,0 +1,457 @@
+"""Frame-deduplicated, vectorised replay buffer for DQN-style agents.
+
+Storage model
+-------------
+The buffer has one circular *lane* of ``capacity // num_envs`` slots per environment of a
+vector env. Each slot holds ONE frame (``obs[-1]`` of a stacked observation, or the whole
+observation when ``stack == 1``), plus the action, the (already clipped) reward and a flag
+byte of the transition that *starts* at that frame. A stacked observation is rebuilt from
+the ``stack`` consecutive slots of the same lane that end at its frame, so an 84x84 uint8
+Atari transition costs one frame (7,056 B) plus a few bytes, instead of 28,224 B
+(SB3/CleanRL ``optimize_memory_usage``) or 56,448 B (obs + next_obs stored naively); see
+``/work/shared/reference/value_heads_and_torsos.md`` section 4.5. The idea of storing single
+frames and re-stacking them at sampling time is the one of the original DQN replay memory
+(Mnih et al., Nature 2015) and of Dopamine's ``OutOfGraphReplayBuffer``; the lane layout,
+the episode-start protocol and the validity rules below are written for this project.
+
+Per-lane protocol (one ``add`` = one vector-env step)
+----------------------------------------------------
+* ``valid=False`` marks the bogus NEXT_STEP autoreset transition of gymnasium >= 1.0 vector
+  envs and ``ale_py.AtariVectorEnv`` (reference section 5.7): nothing is stored. If the
+  lane's episode was still open (not terminated/truncated), it is closed as if truncated:
+  its last stored transition bootstraps from its own ``next_obs``.
+* A transition that starts a new episode in its lane (first add, previous stored transition
+  terminated or truncated, or an invalid step since) writes ``obs[:-1]`` as ``stack - 1``
+  padding slots that are never sampled themselves, then ``obs[-1]`` as the start frame. The
+  stack is therefore rebuilt EXACTLY, whatever padding the environment used (zeros for
+  ALE's vector env, the reset frame for ``FrameStackObservation(padding_type="reset")``),
+  and never reaches into the previous episode.
+* Every valid add then writes ``next_obs[-1]`` as the following slot. A terminated or
+  truncated transition's final frame is stored (truncation bootstraps from it) but is not
+  the start of a transition; the lane's next valid add opens a new episode.
+
+So a continuing add writes 1 slot, an episode-opening add ``stack + 1`` slots: every
+episode of ``T`` transitions uses ``T + stack`` slots.
+
+Validity of a sample
+--------------------
+A transition starting at slot ``p`` with an ``n``-step window of ``m <= n`` steps (``m``
+stops after the first terminated/truncated/closed transition) is sampleable iff
+
+* its slot carries the START flag and every transition inside the window does too (a
+  window never runs past the newest frame of the lane, nor across an episode end);
+* the ``stack - 1`` slots before ``p`` and the ``m`` slots after it have not been
+  overwritten by the circular writes (checked with each slot's age relative to the lane's
+  write cursor).
+
+``sample`` draws candidates uniformly over all ``num_envs * lane`` slots with the
+buffer's own ``torch.Generator`` and keeps the valid ones (rejection sampling): the result
+is an i.i.d. uniform draw over sampleable transitions, with replacement, computed with
+torch ops on ``device`` (no Python loop over the batch).
+
+n-step targets (Sutton & Barto 2018, section 7.1; Hessel et al. 2018 "Rainbow")
+    returns   = sum_{k<m} gamma^k r_{t+k}
+    discounts = gamma^m * (1 - terminated_{t+m-1})
+    next_obs  = the stacked observation after step t+m-1 (the true final observation on
+                truncation, reference section 5.6: bootstrap through truncation).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ReplayBuffer"]
+
+_START = 1  # the slot starts a stored transition (action/reward/flags below are meaningful)
+_TERM = 2  # that transition terminated: no bootstrap
+_END = 4  # that transition is the last of its stored episode (terminated, truncated or closed)
+_TRUNC = 8  # informational: the env reported truncation
+
+_STATE_VERSION = 1
+
+
+def _host_bool(x: Any, n: int, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x).astype(bool, copy=False).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"ReplayBuffer.add: {name} must have {n} entries (one per env), got shape {np.shape(x)}")
+    return arr
+
+
+class ReplayBuffer:
+    """Frame-deduplicated circular replay buffer, one lane per vector-env member.
+
+    Args:
+        capacity: total transitions; each env gets ``capacity // num_envs`` slots.
+        num_envs: number of environments of the vector env feeding ``add``.
+        obs_shape: the full observation shape of one env, e.g. ``(4, 84, 84)`` with
+            ``stack=4`` (frame axis first) or ``(4,)`` with ``stack=1``.
+        stack: number of frames in one observation (1 = the observation is the frame).
+        obs_dtype: storage and output dtype of observations (``torch.uint8`` for Atari).
+        device: where all storage lives and where ``sample`` returns its tensors.
+        seed: seed of the sampling ``torch.Generator``.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        obs_shape: tuple,
+        stack: int,
+        obs_dtype: torch.dtype,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        obs_shape = tuple(int(s) for s in obs_shape)
+        if num_envs < 1:
+            raise ValueError(f"ReplayBuffer: num_envs must be >= 1, got {num_envs}")
+        if stack < 1:
+            raise ValueError(f"ReplayBuffer: stack must be >= 1, got {stack}")
+        if stack > 1 and (len(obs_shape) < 2 or obs_shape[0] != stack):
+            raise ValueError(
+                f"ReplayBuffer: with stack={stack} obs_shape must have the frame axis first "
+                f"(obs_shape[0] == {stack}), got obs_shape={obs_shape}"
+            )
+        lane = int(capacity) // int(num_envs)
+        if lane < 2 * stack + 2:
+            raise ValueError(
+                f"ReplayBuffer: capacity={capacity} gives {lane} slots per env with num_envs={num_envs}; "
+                f"need at least {2 * stack + 2} (2 * stack + 2), raise capacity"
+            )
+        self.num_envs = int(num_envs)
+        self.stack = int(stack)
+        self.obs_shape = obs_shape
+        self.frame_shape = obs_shape[1:] if stack > 1 else obs_shape
+        self.obs_dtype = obs_dtype
+        self.lane = lane
+        self.capacity = lane * self.num_envs  # effective capacity (a multiple of num_envs)
+        self.device = torch.device(device)
+        self.seed = int(seed)
+
+        n, length = self.num_envs, self.lane
+        # frames are written before they are read (the validity rules guarantee it): empty is
+        # safe and keeps a large CPU buffer from committing its pages up front
+        self._frames = torch.empty((n, length, *self.frame_shape), dtype=obs_dtype, device=self.device)
+        self._actions = torch.zeros((n, length), dtype=torch.int32, device=self.device)
+        self._rewards = torch.zeros((n, length), dtype=torch.float32, device=self.device)
+        self._flags = torch.zeros((n, length), dtype=torch.uint8, device=self.device)
+        # host mirror of the flags: the bookkeeping of add/len never waits for the device
+        self._flags_host = np.zeros((n, length), dtype=np.uint8)
+        self._written = np.zeros(n, dtype=np.int64)  # slots ever written per lane (logical clock)
+        self._open = np.zeros(n, dtype=bool)  # lane's episode open: its newest frame starts the next transition
+        self._last_start = np.zeros(n, dtype=np.int64)  # slot of the lane's newest stored transition
+        self._starts_total = np.zeros(n, dtype=np.int64)  # transitions ever stored per lane
+        self._starts_below = np.zeros(n, dtype=np.int64)  # ... of which no longer sampleable (evicted)
+        self._gen = torch.Generator(device=self.device)
+        self._gen.manual_seed(self.seed)
+
+    # ------------------------------------------------------------------ writing
+
+    def _to_device(self, x: Any, dtype: torch.dtype) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x.detach().to(device=self.device, dtype=dtype)
+        arr = np.asarray(x)
+        if not arr.flags.writeable:  # e.g. a read-only view of the env's own buffer
+            arr = arr.copy()
+        return torch.as_tensor(arr, device=self.device).to(dtype)
+
+    def _obs_frames(self, x: Any, name: str) -> torch.Tensor:
+        t = self._to_device(x, self.obs_dtype)
+        if tuple(t.shape) != (self.num_envs, *self.obs_shape):
+            raise ValueError(
+                f"ReplayBuffer.add: {name} must have shape {(self.num_envs, *self.obs_shape)}, got {tuple(t.shape)}"
+            )
+        return t.reshape(self.num_envs, self.stack, *self.frame_shape)
+
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated, valid) -> None:
+        """Store one vector-env step (leading dim ``num_envs`` everywhere); see the module doc."""
+        n, length, s = self.num_envs, self.lane, self.stack
+        valid_h = _host_bool(valid, n, "valid")
+        term_h = _host_bool(terminated, n, "terminated")
+        trunc_h = _host_bool(truncated, n, "truncated")
+
+        # an invalid step inside an open episode closes it (bootstrap from its last next_obs)
+        cut = ~valid_h & self._open
+        if cut.any():
+            self._close(np.flatnonzero(cut))
+
+        lanes = np.flatnonzero(valid_h)
+        if lanes.size == 0:
+            return
+        obs_f = self._obs_frames(obs, "obs")
+        next_f = self._obs_frames(next_obs, "next_obs")
+        act = self._to_device(actions, torch.int32).reshape(-1)
+        rew = self._to_device(rewards, torch.float32).reshape(-1)
+        if act.shape[0] != n or rew.shape[0] != n:
+            raise ValueError(f"ReplayBuffer.add: actions and rewards must have {n} entries (one per env)")
+
+        new_ep = ~self._open[lanes]
+        w0 = self._written[lanes]
+        w1 = w0 + np.where(new_ep, s + 1, 1)
+
+        # __len__ bookkeeping, BEFORE any write: the logical slots that fall below the lane's
+        # sampleable boundary (oldest live slot + stack - 1) stop counting. Their flags are
+        # final and not yet overwritten because lane >= 2 * stack + 2.
+        b_old = np.maximum(w0 - length, 0) + s - 1
+        b_new = np.maximum(w1 - length, 0) + s - 1
+        for k in range(s + 1):
+            b = b_old + k
+            m = b < b_new
+            if m.any():
+                lm = lanes[m]
+                self._starts_below[lm] += (self._flags_host[lm, b[m] % length] & _START) != 0
+
+        # all writes go through flat slot ids (lane * self.lane + position) and index_copy_
+        cursor = w0 % length
+        frames = self._frames.view(n * length, *self.frame_shape)
+        flags = self._flags.view(-1)
+        lanes_t = torch.as_tensor(lanes, device=self.device)
+        if new_ep.any():
+            ne = lanes[new_ep]
+            pos = (cursor[new_ep][:, None] + np.arange(s)) % length  # (k, stack): padding + start frame
+            flat = torch.as_tensor((ne[:, None] * length + pos).reshape(-1), device=self.device)
+            ne_t = torch.as_tensor(ne, device=self.device)
+            frames.index_copy_(0, flat, obs_f.index_select(0, ne_t).reshape(-1, *self.frame_shape))
+            flags.index_fill_(0, flat, 0)
+            self._flags_host[ne[:, None], pos] = 0
+        start = np.where(new_ep, cursor + s - 1, cursor - 1) % length
+        nxt = (start + 1) % length
+        start_t = torch.as_tensor(lanes * length + start, device=self.device)
+        nxt_t = torch.as_tensor(lanes * length + nxt, device=self.device)
+        frames.index_copy_(0, nxt_t, next_f[:, -1].index_select(0, lanes_t))
+        flags.index_fill_(0, nxt_t, 0)
+        self._flags_host[lanes, nxt] = 0
+
+        te, tr = term_h[lanes], trunc_h[lanes]
+        done = te | tr
+        fl = (_START + _TERM * te + _END * done + _TRUNC * (tr & ~te)).astype(np.uint8)
+        flags.index_copy_(0, start_t, torch.as_tensor(fl, device=self.device))
+        self._flags_host[lanes, start] = fl
+        self._actions.view(-1).index_copy_(0, start_t, act.index_select(0, lanes_t))
+        self._rewards.view(-1).index_copy_(0, start_t, rew.index_select(0, lanes_t))
+
+        self._written[lanes] = w1
+        self._starts_total[lanes] += 1
+        self._last_start[lanes] = start
+        self._open[lanes] = ~done
+
+    def _close(self, lanes: np.ndarray) -> None:
+        slots = self._last_start[lanes]
+        self._flags_host[lanes, slots] |= _END
+        flat = torch.as_tensor(lanes * self.lane + slots, device=self.device)
+        self._flags.view(-1).index_copy_(0, flat, torch.as_tensor(self._flags_host[lanes, slots], device=self.device))
+        self._open[lanes] = False
+
+    def end_episodes(self, mask=None) -> None:
+        """Close the open episode of the lanes in ``mask`` (all lanes if None).
+
+        Call it when the envs were reset outside the normal step loop (e.g. between tasks),
+        so that the next ``add`` starts a new episode instead of stacking across the reset.
+        The closed episode's last transition bootstraps from its stored ``next_obs``.
+        """
+        m = np.ones(self.num_envs, dtype=bool) if mask is None else _host_bool(mask, self.num_envs, "mask")
+        lanes = np.flatnonzero(m & self._open)
+        if lanes.size:
+            self._close(lanes)
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        """Transitions currently sampleable with ``n_step=1``."""
+        return int((self._starts_total - self._starts_below).sum())
+
+    def _lane_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cursor = torch.as_tensor(self._written % self.lane, device=self.device)
+        oldest_age = torch.as_tensor(self.lane - np.minimum(self._written, self.lane), device=self.device)
+        return cursor, oldest_age
+
+    def _window(self, idx: torch.Tensor, n_step: int, lane_state=None):
+        """Validity and window facts of the transitions starting at flat slots ``idx``."""
+        length, s = self.lane, self.stack
+        cursor, oldest_age = self._lane_state() if lane_state is None else lane_state
+        env = torch.div(idx, length, rounding_mode="floor")
+        p = idx - env * length
+        age = torch.remainder(p - cursor.index_select(0, env), length)  # 0 = oldest physical slot, lane-1 = newest
+        ks = torch.arange(n_step, device=self.device)
+        slots = torch.remainder(p[:, None] + ks, length)
+        fl = self._flags.view(-1).index_select(0, (env[:, None] * length + slots).reshape(-1)).reshape(slots.shape)
+        is_start = (fl & _START) != 0
+        is_end = ((fl & _END) != 0).to(torch.int64)
+        included = (torch.cumsum(is_end, dim=1) - is_end) == 0  # no episode end strictly before k
+        m = included.sum(dim=1)
+        ok = (
+            (is_start | ~included).all(dim=1)
+            & (age - (s - 1) >= oldest_age.index_select(0, env))
+            & (age + m <= length - 1)
+        )
+        return ok, env, p, fl, included, m
+
+    def valid_indices(self, n_step: int = 1) -> torch.Tensor:
+        """All flat slot ids whose transition is sampleable with ``n_step`` (exhaustive, O(capacity))."""
+        self._check_n(n_step)
+        idx = torch.arange(self.capacity, device=self.device)
+        ok = self._window(idx, n_step)[0]
+        return idx[ok]
+
+    def _check_n(self, n_step: int) -> None:
+        if n_step < 1 or n_step > self.lane - self.stack - 1:
+            raise ValueError(f"ReplayBuffer: n_step must be in [1, {self.lane - self.stack - 1}], got {n_step}")
+
+    def get(self, indices: torch.Tensor, n_step: int = 1, gamma: float = 0.99) -> dict[str, torch.Tensor]:
+        """The batch for given flat slot ids (as returned in ``sample()['indices']``).
+
+        Raises ValueError if one of them is not sampleable with this ``n_step``.
+        """
+        self._check_n(n_step)
+        idx = torch.as_tensor(indices, device=self.device).to(torch.int64).reshape(-1)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.capacity):
+            raise ValueError(f"ReplayBuffer.get: indices must lie in [0, {self.capacity})")
+        ok, env, p, fl, included, m = self._window(idx, n_step)
+        if not bool(ok.all()):
+            raise ValueError("ReplayBuffer.get: some indices are not sampleable transitions")
+        return self._assemble(idx, env, p, fl, included, m, n_step, gamma)
+
+    def _assemble(self, idx, env, p, fl, included, m, n_step: int, gamma: float) -> dict[str, torch.Tensor]:
+        length, s = self.lane, self.stack
+        b = idx.shape[0]
+        back = torch.arange(-(s - 1), 1, device=self.device)
+        obs_slots = torch.remainder(p[:, None] + back, length)
+        nxt_slots = torch.remainder((p + m)[:, None] + back, length)
+        frames = self._frames.view(self.capacity, *self.frame_shape)
+        base = (env * length)[:, None]
+        obs = frames.index_select(0, (base + obs_slots).reshape(-1)).reshape(b, *self.obs_shape)
+        next_obs = frames.index_select(0, (base + nxt_slots).reshape(-1)).reshape(b, *self.obs_shape)
+        ks = torch.arange(n_step, device=self.device)
+        r_slots = torch.remainder(p[:, None] + ks, length)
+        rew = self._rewards.view(-1).index_select(0, (base + r_slots).reshape(-1)).reshape(r_slots.shape)
+        g = torch.tensor(float(gamma), dtype=torch.float64, device=self.device)
+        pows = torch.pow(g, ks.to(torch.float64)).to(torch.float32)
+        returns = (rew * pows * included.to(torch.float32)).sum(dim=1)
+        last_fl = fl.gather(1, (m - 1)[:, None]).squeeze(1)
+        terminated = ((last_fl & _TERM) != 0).to(torch.float32)
+        discounts = torch.pow(g, m.to(torch.float64)).to(torch.float32) * (1.0 - terminated)
+        return {
+            "obs": obs,
+            "actions": self._actions.view(-1).index_select(0, idx).to(torch.int64),
+            "returns": returns,
+            "next_obs": next_obs,
+            "discounts": discounts,
+            "indices": idx,
+        }
+
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, torch.Tensor]:
+        """Uniform i.i.d. batch (with replacement) over transitions whose n-step window is available."""
+        self._check_n(n_step)
+        if batch_size < 1:
+            raise ValueError(f"ReplayBuffer.sample: batch_size must be >= 1, got {batch_size}")
+        n1 = len(self)
+        if n1 == 0:
+            raise ValueError("ReplayBuffer.sample: the buffer holds no sampleable transition yet")
+        lane_state = self._lane_state()
+        # candidates per round: enough that one round usually suffices
+        per_round = int(min(max(2 * batch_size, np.ceil(1.25 * batch_size * self.capacity / n1) + 16), 1 << 22))
+        chunks, got, rounds = [], 0, 0
+        while got < batch_size:
+            cand = torch.randint(self.capacity, (per_round,), generator=self._gen, device=self.device)
+            ok = self._window(cand, n_step, lane_state)[0]
+            sel = cand[ok]
+            chunks.append(sel)
+            got += int(sel.numel())
+            rounds += 1
+            if got == 0 and rounds >= 32:
+                # very few (or no) transitions have a full n-step window: draw from the exact set
+                pool = self.valid_indices(n_step)
+                if pool.numel() == 0:
+                    raise ValueError(
+                        f"ReplayBuffer.sample: no stored transition has an available {n_step}-step window yet"
+                    )
+                pick = torch.randint(pool.numel(), (batch_size,), generator=self._gen, device=self.device)
+                chunks, got = [pool[pick]], batch_size
+        idx = torch.cat(chunks)[:batch_size]
+        ok, env, p, fl, included, m = self._window(idx, n_step, lane_state)
+        return self._assemble(idx, env, p, fl, included, m, n_step, gamma)
+
+    # ------------------------------------------------------------------ accounting
+
+    def nbytes(self) -> int:
+        """Bytes held by all storage: device tensors plus the host-side bookkeeping arrays."""
+        dev = sum(t.numel() * t.element_size() for t in (self._frames, self._actions, self._rewards, self._flags))
+        host = sum(
+            a.nbytes
+            for a in (
+                self._flags_host,
+                self._written,
+                self._open,
+                self._last_start,
+                self._starts_total,
+                self._starts_below,
+            )
+        )
+        return int(dev + host)
+
+    def bytes_per_transition(self) -> float:
+        return self.nbytes() / self.capacity
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity,
+            "num_envs": self.num_envs,
+            "obs_shape": list(self.obs_shape),
+            "stack": self.stack,
+            "obs_dtype": str(self.obs_dtype),
+        }
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume, sampling generator included.
+
+        The storage tensors are returned by reference (no copy of a multi-GiB buffer):
+        save it (``torch.save``) before the next ``add``, or deep-copy it for a snapshot.
+        """
+        return {
+            "version": _STATE_VERSION,
+            "config": self._config(),
+            "frames": self._frames,
+            "actions": self._actions,
+            "rewards": self._rewards,
+            "flags": self._flags,
+            "written": torch.from_numpy(self._written.copy()),
+            "open": torch.from_numpy(self._open.copy()),
+            "last_start": torch.from_numpy(self._last_start.copy()),
+            "starts_total": torch.from_numpy(self._starts_total.copy()),
+            "starts_below": torch.from_numpy(self._starts_below.copy()),
+            "rng_state": self._gen.get_state(),
+            "rng_device": self.device.type,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"ReplayBuffer.load_state_dict: unknown state version {state.get('version')!r}")
+        if state["config"] != self._config():
+            raise ValueError(
+                f"ReplayBuffer.load_state_dict: saved buffer {state['config']} does not match this one {self._config()}"
+            )
+        self._frames.copy_(state["frames"])
+        self._actions.copy_(state["actions"])
+        self._rewards.copy_(state["rewards"])
+        self._flags.copy_(state["flags"])
+        self._flags_host = state["flags"].detach().cpu().numpy().astype(np.uint8, copy=True)
+        self._written = state["written"].cpu().numpy().astype(np.int64, copy=True)
+        self._open = state["open"].cpu().numpy().astype(bool, copy=True)
+        self._last_start = state["last_start"].cpu().numpy().astype(np.int64, copy=True)
+        self._starts_total = state["starts_total"].cpu().numpy().astype(np.int64, copy=True)
+        self._starts_below = state["starts_below"].cpu().numpy().astype(np.int64, copy=True)
+        if state.get("rng_device") == self.device.type:
+            self._gen.set_state(state["rng_state"].cpu())
+        else:
+            warnings.warn(
+                f"ReplayBuffer.load_state_dict: sampling generator saved on {state.get('rng_device')!r}, "
+                f"loaded on {self.device.type!r}; re-seeding it, so samples will differ from the original run",
+                stacklevel=2,
+            )
+            self._gen.manual_seed(self.seed + int(self._starts_total.sum()))

@@ -1,0 +1,107 @@
+"""The ``crl`` command. Subcommands map onto :class:`crl.config.Config` with a preset:
+
+    crl atari --agent dqn-hlgauss --norm nap      # one Atari game
+    crl gym --env-id CartPole-v1                   # any discrete-action gymnasium env
+    crl run my_scenario.py --agent dqn-hlgauss     # a user-defined scenario file
+
+Every config field is a flag; user mistakes print one line on stderr and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Sequence
+
+from crl.config import Config, PRESETS, adapt_to_budget, coerce, field_help, make_config
+from crl.errors import UserError
+from crl.registry import AGENTS, HEADS, INTERVENTIONS, NORMS, OPTIMIZERS, SCENARIOS, TORSOS, load_builtins
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _catalogue() -> str:
+    load_builtins()
+    parts = [("agents (--agent)", AGENTS), ("torsos (--torso)", TORSOS), ("value heads (chosen by the agent)", HEADS),
+             ("norms (--norm)", NORMS), ("interventions (--intervention)", INTERVENTIONS),
+             ("optimizers (--optimizer)", OPTIMIZERS), ("scenarios (crl run NAME)", SCENARIOS)]
+    return "\n\n".join(f"{title}:\n{reg.help_lines()}" for title, reg in parts)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, preset: str, skip: set[str]) -> None:
+    defaults = make_config(preset)
+    for f in fields(Config):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{field_help(f)} (default: {default})"
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=type(f.default).__name__.upper(),
+                                help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="crl", description="crl: a testbed for plasticity and continual learning.",
+                     epilog=_catalogue(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, preset, help_text, skip in (
+        ("atari", "atari", "DQN on one Atari game (--game)", {"scenario", "env_id"}),
+        ("gym", "gym", "DQN on a gymnasium env with discrete actions (--env-id)", {"scenario", "game"}),
+        ("run", "gym", "run a scenario: a registered name or a .py file that registers one", {"scenario"}),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_catalogue(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == "run":
+            p.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
+            p.add_argument("--preset", choices=sorted(PRESETS), default="gym",
+                           help="defaults to start from: gym (small MLP settings) or atari (Dopamine DQN settings)")
+        _add_config_flags(p, preset, skip)
+        p.set_defaults(preset=preset, command=name)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Config, set[str]]:
+    by_name = {f.name: f for f in fields(Config)}
+    explicit = {k for k, v in vars(args).items() if k in by_name and v is not None and k != "scenario"}
+    values = {k: coerce(by_name[k], getattr(args, k), source="--" + k.replace("_", "-")) for k in explicit}
+    if args.command == "run":
+        values["scenario"] = args.scenario
+    else:
+        values["scenario"] = args.command
+    return make_config(args.preset, **values), explicit
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from crl import api
+
+    try:
+        args = build_parser().parse_args(argv)
+        cfg, explicit = config_from_args(args)
+        if not cfg.resume:
+            for note in adapt_to_budget(cfg, explicit):
+                print(f"note: {note}", file=sys.stderr)
+        summary = api.run(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    final = ", ".join(f"{k}={v:.2f}" for k, v in summary["final_scores"].items())
+    print(f"done: {summary['run_dir']}  final eval: {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

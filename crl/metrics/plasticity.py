@@ -1,0 +1,444 @@
+"""Plasticity metrics: pure functions of activations, features and parameters.
+
+Shapes
+    *activations* (post-nonlinearity outputs of one layer) are ``(N, units)`` or, for a conv
+    layer, channels-first ``(N, C, H, W)`` (any ``(N, C, ...)``): a *unit* is axis 1 and its
+    statistics run over the batch and every other axis, as in ReDo.
+    *features* (by crl's convention the input of the output head) are ``(N, d)``; anything with
+    more axes is flattened to ``(N, -1)`` (every element is a feature).
+
+All computations run in float64; singular values are taken on the CPU in float64 (the
+reference notes ``svdvals`` may fail to converge on GPU). Results are Python ``float``/``int``
+(masks are tensors). NaN or inf in any input raises
+``UserError("metrics: NaN/inf in <what>")``; so do empty or wrongly shaped inputs and
+invalid arguments.
+
+Degenerate inputs are defined, never NaN:
+    * an all-zero feature matrix has ``srank = 0``, ``effective_rank = 0.0`` and
+      ``stable_rank = 0.0`` (it spans no direction);
+    * an all-zero layer has every unit dormant (ReDo scores are all 0);
+    * one sample is allowed everywhere; its per-unit variance is 0.0 (population variance).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from crl.errors import UserError
+
+__all__ = [
+    "dormant_units_mask",
+    "dormant_fraction",
+    "overall_dormant_fraction",
+    "active_fraction",
+    "singular_values",
+    "srank",
+    "effective_rank",
+    "stable_rank",
+    "feature_norm",
+    "per_unit_variance",
+    "weight_norm",
+    "drift",
+    "effective_lr",
+    "predictive_entropy",
+    "plasticity_probe",
+]
+
+_FAU_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _tensor(x: Any, what: str) -> torch.Tensor:
+    """``x`` as a detached tensor (numpy arrays and nested lists accepted), checked finite."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            t = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"metrics: {what} must be a tensor or array, got {type(x).__name__} ({e})") from None
+    if t.is_complex():
+        raise UserError(f"metrics: {what} must be real, got dtype {t.dtype}")
+    if (t.is_floating_point()) and not bool(torch.isfinite(t).all()):
+        raise UserError(f"metrics: NaN/inf in {what}")
+    return t
+
+
+def _batched(x: Any, what: str, keep_dtype: bool = False) -> torch.Tensor:
+    """A finite tensor of shape ``(N, units, ...)`` with ``N >= 1`` and ``units >= 1``, in float64
+    unless ``keep_dtype`` (floating inputs then keep their dtype)."""
+    t = _tensor(x, what)
+    if t.dim() < 2:
+        raise UserError(
+            f"metrics: {what} must have shape (N, units) or (N, C, H, W), got {tuple(t.shape)}"
+        )
+    if t.shape[0] == 0 or t[0].numel() == 0:
+        raise UserError(f"metrics: {what} is empty (shape {tuple(t.shape)}); need at least one sample and one unit")
+    if keep_dtype and t.is_floating_point():
+        return t
+    return t.to(torch.float64)
+
+
+def _features(x: Any, what: str) -> torch.Tensor:
+    """A finite float64 feature matrix ``(N, d)`` (trailing axes flattened)."""
+    return _batched(x, what).flatten(1)
+
+
+def _check_tau(tau: Any) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
+        raise UserError(f"metrics: dormant threshold tau must be a finite number >= 0, got {tau!r}")
+    return float(tau)
+
+
+def _tensor_list(x: Any, what: str) -> list[torch.Tensor]:
+    """A tensor, an ``nn.Module`` (its parameters), a mapping (its values in key order) or an
+    iterable of tensors, as a list of finite detached tensors."""
+    if isinstance(x, torch.Tensor):
+        items = [x]
+    elif isinstance(x, nn.Module):
+        items = list(x.parameters())
+    elif isinstance(x, Mapping):
+        items = [x[k] for k in sorted(x)]
+    else:
+        try:
+            items = list(x)
+        except TypeError:
+            raise UserError(
+                f"metrics: {what} must be a tensor, a module, a dict or a list of tensors, got {type(x).__name__}"
+            ) from None
+    if not items:
+        raise UserError(f"metrics: {what} holds no tensors")
+    return [_tensor(t, what) for t in items]
+
+
+def _sq_norm(tensors: Sequence[torch.Tensor]) -> float:
+    return float(sum(float(t.to(torch.float64).pow(2).sum()) for t in tensors))
+
+
+def _paired(a: Any, b: Any, what_a: str, what_b: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping) and set(a) != set(b):
+        raise UserError(f"metrics: {what_a} and {what_b} have different keys")
+    la, lb = _tensor_list(a, what_a), _tensor_list(b, what_b)
+    if len(la) != len(lb):
+        raise UserError(f"metrics: {what_a} has {len(la)} tensors but {what_b} has {len(lb)}")
+    for k, (ta, tb) in enumerate(zip(la, lb)):
+        if ta.shape != tb.shape:
+            raise UserError(
+                f"metrics: tensor {k} of {what_a} has shape {tuple(ta.shape)} but {what_b} has {tuple(tb.shape)}"
+            )
+    return la, lb
+
+
+# ----------------------------------------------------------------------------- dormant / active units
+
+
+def _unit_activity(acts: Any, what: str) -> torch.Tensor:
+    """``E|h_i|`` per unit: mean absolute activation over every axis except axis 1."""
+    a = _batched(acts, what)
+    dims = [0] + list(range(2, a.dim()))
+    return a.abs().mean(dim=dims)
+
+
+def dormant_units_mask(acts: Any, tau: float) -> torch.Tensor:
+    """Boolean mask of ReDo-dormant units of one layer, shape ``(units,)``, on the input's device.
+
+    ReDo, Sokar et al., "The Dormant Neuron Phenomenon in Deep Reinforcement Learning",
+    ICML 2023. Score ``s_i = E_x|h_i(x)| / ((1/H) sum_k E_x|h_k(x)|)``; unit ``i`` is dormant
+    iff ``s_i <= tau`` (``<=``, so ``tau = 0`` flags exactly-zero units only). For conv
+    activations the unit is the channel and ``E`` runs over batch, H and W.
+
+    Variant notes: the Dopamine code adds ``1e-9`` to the denominator; crl does not, and
+    instead defines an all-zero layer (denominator 0) as all scores 0, i.e. every unit dormant
+    for any ``tau >= 0`` (the same outcome Dopamine's epsilon gives). Common thresholds:
+    0.0 (Dopamine default), 0.025 (Plasticine), 0.1 (loss-of-plasticity PPO).
+    """
+    tau = _check_tau(tau)
+    activity = _unit_activity(acts, "activations")
+    mean_activity = activity.mean()
+    if float(mean_activity) == 0.0:
+        scores = torch.zeros_like(activity)
+    else:
+        scores = activity / mean_activity
+    return scores <= tau
+
+
+def dormant_fraction(acts: Any, tau: float) -> float:
+    """Fraction of ReDo-dormant units in one layer (Sokar et al., ICML 2023), threshold ``tau``.
+
+    ``mean_i 1[s_i <= tau]`` with the score of :func:`dormant_units_mask`; log it with its
+    threshold in the name, e.g. ``dormant_redo_tau0.025``. Returns a fraction in [0, 1]
+    (multiply by 100 for Dopamine's percent).
+    """
+    return float(dormant_units_mask(acts, tau).to(torch.float64).mean())
+
+
+def overall_dormant_fraction(layers: Sequence[Any] | Mapping[str, Any], tau: float) -> float:
+    """Unit-weighted dormant fraction over several layers: total dormant / total units.
+
+    ReDo (Sokar et al., ICML 2023), aggregated as in Dopamine's ReDo code (neuron-weighted
+    global fraction), not Plasticine v2's unweighted mean of per-layer fractions. ``layers`` is
+    a list of activations or a dict ``name -> activations``; each layer is scored against its
+    own mean activity. Leave the output layer out, as the reference does.
+    """
+    tau = _check_tau(tau)
+    items = list(layers.values()) if isinstance(layers, Mapping) else list(layers)
+    if not items:
+        raise UserError("metrics: overall_dormant_fraction needs at least one layer of activations")
+    dormant = 0
+    units = 0
+    for acts in items:
+        mask = dormant_units_mask(acts, tau)
+        dormant += int(mask.sum())
+        units += mask.numel()
+    return dormant / units
+
+
+def active_fraction(acts: Any, activation: str = "relu") -> float:
+    """Fraction of active units (FAU) of one layer, per sample and unit.
+
+    Definition of the reference (Plasticine, ``plasticine_metrics/units.py``), averaged over
+    every element (samples, units and, for conv, positions):
+
+    * ``"relu"``: ``1 - mean 1[h = 0]`` (a unit is active on a sample when it is non-zero);
+    * ``"tanh"``: ``1 - mean 1[|h| > 0.99]`` (saturated units are inactive);
+    * ``"sigmoid"``: ``1 - mean 1[h < 0.01 or h > 0.99]``.
+    """
+    if activation not in _FAU_ACTIVATIONS:
+        raise UserError(
+            f"metrics: active_fraction activation must be one of {', '.join(_FAU_ACTIVATIONS)}; got {activation!r}"
+        )
+    a = _batched(acts, "activations", keep_dtype=True)  # thresholds compared in the input's precision
+    if activation == "relu":
+        inactive = a == 0
+    elif activation == "tanh":
+        inactive = a.abs() > 0.99
+    else:
+        inactive = (a < 0.01) | (a > 0.99)
+    return 1.0 - float(inactive.to(torch.float64).mean())
+
+
+# ----------------------------------------------------------------------------- rank measures
+
+
+def singular_values(features: Any) -> torch.Tensor:
+    """Singular values ``sigma_1 >= ... >= sigma_min(n, d)`` of the feature matrix (float64, CPU)."""
+    f = _features(features, "features").cpu()
+    return torch.linalg.svdvals(f)
+
+
+def srank(features: Any, delta: float = 0.01) -> int:
+    """``srank_delta`` (Kumar et al., "Implicit Under-Parameterization", ICLR 2021), delta 0.01 default.
+
+    ``min{k : sum_{i<=k} sigma_i / sum_i sigma_i >= 1 - delta}`` over the singular values of
+    the ``(N, d)`` feature matrix (not centred). Plasticine logs this under the name
+    "stable_rank"; loss-of-plasticity calls it ``abs_approximate_rank``. An all-zero matrix
+    has srank 0.
+    """
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not (0.0 <= delta < 1.0):
+        raise UserError(f"metrics: srank delta must be a number in [0, 1), got {delta!r}")
+    s = singular_values(features)
+    total = s.sum()
+    if float(total) == 0.0:
+        return 0
+    ratio = torch.cumsum(s, 0) / total
+    k = int((ratio < 1.0 - delta).sum()) + 1
+    return min(k, s.numel())  # rounding can leave the last ratio a hair below 1 when delta = 0
+
+
+def effective_rank(features: Any) -> float:
+    """Effective rank (Roy & Vetterli, EUSIPCO 2007): ``exp(-sum_i p_i log p_i)``.
+
+    ``p_i = sigma_i / sum_j sigma_j`` over the singular values of the ``(N, d)`` feature matrix,
+    natural log, terms with ``p_i = 0`` dropped. Ranges in [1, min(N, d)] for a non-zero matrix;
+    an all-zero matrix is defined as 0.0.
+    """
+    s = singular_values(features)
+    total = s.sum()
+    if float(total) == 0.0:
+        return 0.0
+    p = s / total
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def stable_rank(features: Any) -> float:
+    """Classical stable rank ``||F||_F^2 / ||F||_2^2 = sum_i sigma_i^2 / sigma_1^2``.
+
+    (Rudelson & Vershynin's numerical rank; not Plasticine's "stable_rank", which is
+    :func:`srank`.) An all-zero matrix is defined as 0.0.
+    """
+    s = singular_values(features)
+    if float(s[0]) == 0.0:
+        return 0.0
+    return float((s * s).sum() / (s[0] * s[0]))
+
+
+# ----------------------------------------------------------------------------- features, weights
+
+
+def feature_norm(features: Any) -> float:
+    """Mean L2 norm of the feature vectors: ``mean_x ||phi(x)||_2`` (reference section 1.4)."""
+    f = _features(features, "features")
+    return float(f.norm(dim=1).mean())
+
+
+def per_unit_variance(features: Any) -> float:
+    """Per-unit feature variance: ``mean_j Var_x phi_j(x)``, the variance across the batch.
+
+    Population variance (divides by N), so one sample gives 0.0. This is the per-unit form
+    the reference asks crl to log, not Plasticine v1's ``mean_x Var_j phi_j(x)`` across units.
+    """
+    f = _features(features, "features")
+    return float(f.var(dim=0, correction=0).mean())
+
+
+def weight_norm(weights: Any) -> float:
+    """Frobenius/L2 norm ``||W||_F`` of a tensor; for a list, dict or module, the global L2 norm
+    ``sqrt(sum_l ||W_l||_F^2)`` over its tensors (pass one layer's weight for the per-layer norm)."""
+    return math.sqrt(_sq_norm(_tensor_list(weights, "weights")))
+
+
+def drift(current: Any, reference: Any) -> float:
+    """Parameter drift ``||theta - theta_ref||_2`` (reference section 1.4).
+
+    ``current`` and ``reference`` are tensors, modules, dicts (same keys) or lists of tensors,
+    matched in order and shape; the result is the global L2 norm of the differences. With
+    ``reference`` the initial parameters this is drift from init; with a task-start snapshot,
+    drift within the task (snapshot with ``[p.detach().clone() for p in net.parameters()]``).
+    """
+    cur, ref = _paired(current, reference, "current parameters", "reference parameters")
+    return math.sqrt(_sq_norm([c.to(torch.float64) - r.to(torch.float64) for c, r in zip(cur, ref)]))
+
+
+def effective_lr(update: Any, weights: Any) -> float:
+    """Effective learning rate ``||Delta W||_F / ||W||_F`` (NaP, Lyle et al. 2024, reference 1.4).
+
+    ``update`` is the change one optimizer step made (``W_after - W_before``) and ``weights``
+    the weights it is measured against (crl's hooks pass ``W_before``). Tensors give the
+    per-layer value; lists/dicts/modules give the global ratio of norms. Zero weights: 0.0 if
+    the update is zero too, else ``inf``.
+    """
+    upd, w = _paired(update, weights, "update", "weights")
+    num = math.sqrt(_sq_norm(upd))
+    den = math.sqrt(_sq_norm(w))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
+
+
+def predictive_entropy(logits: Any) -> float:
+    """Mean entropy (nats) of ``softmax(logits)`` over the last axis, averaged over all others.
+
+    For categorical heads (HL-Gauss / two-hot / C51 bins, policy logits): ``-sum_k p_k log p_k``
+    per distribution. Uniform logits over K classes give ``log K``.
+    """
+    t = _tensor(logits, "logits")
+    if t.dim() < 1 or t.shape[-1] == 0 or t.numel() == 0:
+        raise UserError(f"metrics: logits must have a non-empty last (class) axis, got shape {tuple(t.shape)}")
+    logp = torch.log_softmax(t.to(torch.float64), dim=-1)
+    ent = -(logp.exp() * logp).sum(dim=-1)
+    return float(ent.mean())
+
+
+# ----------------------------------------------------------------------------- probe task
+
+
+def _devices_of(network: nn.Module) -> list[int]:
+    idx = {t.device.index for t in list(network.parameters()) + list(network.buffers()) if t.device.type == "cuda"}
+    return sorted(i if i is not None else torch.cuda.current_device() for i in idx)
+
+
+def plasticity_probe(
+    network: nn.Module,
+    inputs: torch.Tensor,
+    steps: int = 100,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Probe-task plasticity (Lyle et al., "Understanding Plasticity in Neural Networks",
+    ICML 2023, arXiv 2303.01486): how well a copy of the network can still fit a new target.
+
+    Protocol (the reference's third-party form):
+
+    * **copy**: ``copy.deepcopy(network)``, put in training mode; the original is untouched
+      (parameters, gradients, buffers, mode), and so are the global torch RNG states (CPU and
+      the network's CUDA devices): the probe runs inside ``torch.random.fork_rng`` and reseeds
+      with ``seed`` there, so dropout in the copy is reproducible;
+    * **data**: ``inputs`` (the probe batch, moved to the network's device), full batch;
+    * **target**: ``y = stopgrad(f(X)) + eps`` with ``f(X)`` the copy's initial outputs (in
+      training mode: batch statistics for BatchNorm, dropout on) and
+      ``eps ~ N(0, 1)`` per output element, drawn from a CPU ``torch.Generator`` seeded with
+      ``seed`` (device-independent);
+    * **loss**: mean squared error over samples and output elements, so ``loss_before`` is the
+      sample mean of ``eps^2`` (about 1);
+    * **training**: ``steps`` full-batch steps of a fresh ``torch.optim.Adam(lr=lr)`` on every
+      parameter with ``requires_grad`` (frozen parameters stay frozen);
+    * **result**: ``loss_before`` (step 0), ``loss_after`` (one more forward pass after the last
+      step), ``reduction = loss_before - loss_after`` (higher = more plastic).
+
+    The network's output must be a tensor (any shape ``(N, ...)``). Forward hooks registered on
+    the network are copied with it and fire during the probe.
+    """
+    if not isinstance(network, nn.Module):
+        raise UserError(f"metrics: plasticity_probe needs an nn.Module, got {type(network).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise UserError(f"metrics: plasticity_probe steps must be an integer >= 0, got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"metrics: plasticity_probe lr must be a finite number > 0, got {lr!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"metrics: plasticity_probe seed must be an integer, got {seed!r}")
+    if not isinstance(inputs, torch.Tensor):
+        raise UserError(f"metrics: plasticity_probe inputs must be a tensor, got {type(inputs).__name__}")
+    x = _tensor(inputs, "probe inputs")
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise UserError(f"metrics: probe inputs need at least one sample, got shape {tuple(x.shape)}")
+    params = list(network.parameters())
+    if not any(p.requires_grad for p in params):
+        raise UserError("metrics: plasticity_probe needs a network with trainable parameters")
+
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x.to(params[0].device).clone()  # a normal tensor even if made under inference_mode
+        probe = copy.deepcopy(network)
+        probe.train()
+        trainable = [p for p in probe.parameters() if p.requires_grad]
+        for p in probe.parameters():
+            p.grad = None
+        devices = _devices_of(probe)
+        with torch.random.fork_rng(devices=devices):
+            torch.random.default_generator.manual_seed(seed)
+            for d in devices:
+                with torch.cuda.device(d):
+                    torch.cuda.manual_seed(seed)
+
+            with torch.no_grad():
+                out0 = probe(x)
+            if not isinstance(out0, torch.Tensor) or not out0.is_floating_point():
+                raise UserError(
+                    f"metrics: plasticity_probe needs a network that returns a float tensor, got {type(out0).__name__}"
+                )
+            if not bool(torch.isfinite(out0).all()):
+                raise UserError("metrics: NaN/inf in network outputs on the probe inputs")
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            eps = torch.randn(out0.shape, generator=gen, dtype=torch.float32)
+            target = (out0 + eps.to(device=out0.device, dtype=out0.dtype)).detach()
+
+            def loss_fn() -> torch.Tensor:
+                return torch.nn.functional.mse_loss(probe(x), target)
+
+            opt = torch.optim.Adam(trainable, lr=lr)
+            loss_before = float(torch.nn.functional.mse_loss(out0, target))
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                loss_after = float(loss_fn())
+    return {"loss_before": loss_before, "loss_after": loss_after, "reduction": loss_before - loss_after}

@@ -1,0 +1,53 @@
+"""Impala ResNet (Espeholt et al. 2018, ``google-deepmind/scalable_agent: experiment.py``).
+
+Per stage (16, 32, 32 channels x ``--impala-width``): Conv3x3 -> MaxPool 3x3 s2 -> two
+residual blocks ``x + Conv(act(Conv(act(x))))``; then act -> flatten -> Linear(256).
+84 -> 42 -> 21 -> 11, output 32x11x11 = 3872 at width 1.
+
+Norm placement: before each nonlinearity, as everywhere in crl. Inside a residual block
+that is ``x + Conv2(act(norm(Conv1(act(norm(x))))))``: the stream itself is normalised
+before its ReLU (pre-activation), and Conv1 feeds only a norm, so it is the
+scale-invariant (NaP-projectable) weight; Conv2 and the stage conv write into the
+un-normalised residual stream and are not projected.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from crl.nn.blocks import Block, PreNormAct, conv_block
+from crl.nn.torsos.nature import ConvTorso, check_image
+from crl.registry import TORSOS
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int, norm: str):
+        super().__init__()
+        self.pre = PreNormAct(channels, norm)
+        self.conv1 = conv_block(channels, channels, 3, 1, norm, padding=1)
+        # conv2 adds into the residual stream: keeps its bias, no norm of its own.
+        self.conv2 = Block(lambda bias: nn.Conv2d(channels, channels, 3, 1, 1, bias=True), channels, "none", dims=2,
+                           act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.conv1(self.pre(x)))
+
+
+class ImpalaStage(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, norm: str):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, 1, 1)
+        self.pool = nn.MaxPool2d(3, 2, padding=1)
+        self.res = nn.Sequential(ResidualBlock(out_ch, norm), ResidualBlock(out_ch, norm))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res(self.pool(self.conv(x)))
+
+
+@TORSOS.register("impala", "Impala ResNet (16,32,32 x --impala-width) + Linear(256), pre-activation norms", conv=True)
+def impala(obs_shape: tuple, cfg) -> ConvTorso:
+    check_image(obs_shape, "impala")
+    chans = [obs_shape[0]] + [k * cfg.impala_width for k in (16, 32, 32)]
+    stages = [ImpalaStage(a, b, cfg.norm) for a, b in zip(chans, chans[1:])]
+    encoder = nn.Sequential(*stages, PreNormAct(chans[-1], cfg.norm))
+    return ConvTorso(encoder, obs_shape, 256, cfg.norm)

@@ -1,0 +1,29 @@
+"""MLP torso for vector observations (``crl gym``)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from crl.errors import UserError
+from crl.nn.blocks import dense_block
+from crl.registry import TORSOS
+
+
+class MLPTorso(nn.Module):
+    def __init__(self, in_features: int, sizes: list[int], norm: str):
+        super().__init__()
+        dims = [in_features, *sizes]
+        self.blocks = nn.Sequential(*[dense_block(a, b, norm) for a, b in zip(dims, dims[1:])])
+        self.out_features = dims[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x.flatten(1).float())
+
+
+@TORSOS.register("mlp", "MLP for vector observations (--mlp-hidden sizes), norm before each ReLU", conv=False)
+def mlp(obs_shape: tuple, cfg) -> MLPTorso:
+    if len(obs_shape) > 2:
+        raise UserError(f"--torso: 'mlp' needs vector observations, got shape {tuple(obs_shape)}; use nature or impala")
+    return MLPTorso(math.prod(obs_shape), cfg.mlp_sizes(), cfg.norm)

@@ -1,0 +1,81 @@
+"""Name -> factory tables for everything a user can pick by name.
+
+A new agent, torso, norm, head, scenario or intervention is one ``@REGISTRY.register``
+entry in the file that defines it. Built-in entries live in the packages ``crl.nn``,
+``crl.interventions``, ``agents`` and ``scenarios``; :func:`load_builtins` imports them.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from crl.errors import UserError
+
+
+@dataclass
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+    help: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    """A named table of factories with helpful errors for unknown names."""
+
+    def __init__(self, kind: str, option: str):
+        self.kind = kind  # e.g. "norm"
+        self.option = option  # the CLI flag that picks from it, e.g. "--norm"
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, help: str, **meta: Any) -> Callable:
+        """Decorator: ``@NORMS.register("layernorm", "LayerNorm over features")``."""
+
+        def deco(factory: Callable) -> Callable:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' registered twice")
+            self._entries[name] = Entry(name, factory, help, dict(meta))
+            return factory
+
+        return deco
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def entry(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise UserError(self.unknown_message(name))
+        return self._entries[name]
+
+    def get(self, name: str) -> Callable:
+        return self.entry(name).factory
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(), n=len(self._entries), cutoff=0.0)
+        return f"{self.option}: unknown {self.kind} '{name}'; accepted: {', '.join(close)}"
+
+    def help_lines(self) -> str:
+        width = max((len(n) for n in self._entries), default=0)
+        return "\n".join(f"  {e.name:<{width}}  {e.help}" for e in self._entries.values())
+
+
+AGENTS = Registry("agent", "--agent")
+TORSOS = Registry("torso", "--torso")
+NORMS = Registry("norm", "--norm")
+HEADS = Registry("head", "--head")
+SCENARIOS = Registry("scenario", "--scenario")
+INTERVENTIONS = Registry("intervention", "--intervention")
+OPTIMIZERS = Registry("optimizer", "--optimizer")
+
+_BUILTIN_MODULES = ("crl.nn", "crl.interventions", "crl.optim", "agents", "scenarios")
+
+
+def load_builtins() -> None:
+    """Import the packages whose modules register the built-in entries."""
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)

@@ -1,0 +1,3 @@
+"""Built-in scenarios, written with the same public API a user uses (``crl.Scenario``,
+``crl.RLTask``, ``crl.register_scenario``), so each doubles as an example."""
+from scenarios import atari, gym_control  # noqa: F401  (registration)

@@ -1,0 +1,56 @@
+"""Atari through ale-py's C++ vector env (``ale_py.AtariVectorEnv``, ROMs ship in the wheel).
+
+Protocol (Machado et al. 2018; reference notes 5.9): sticky actions 0.25 per emulator
+frame, frameskip 4 with max-pool over the last two frames, 84x84 grayscale, 4-frame
+zero-padded stack, 30 no-op starts, FIRE on reset, no episodic life, episodes capped at
+108,000 frames (truncation, bootstrapped), NEXT_STEP autoreset, and *raw* rewards: the
+agent clips rewards for learning, so real game scores are logged.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from crl.errors import UserError
+from crl.scenario import RLTask, Scenario, register_scenario
+
+
+def atari_games() -> list[str]:
+    import ale_py.roms
+
+    return sorted(ale_py.roms.get_all_rom_ids())
+
+
+def check_game(game: str) -> None:
+    games = atari_games()
+    if game not in games:
+        import difflib
+
+        close = difflib.get_close_matches(game, games, n=5, cutoff=0.5)
+        hint = f"closest: {', '.join(close)}; " if close else ""
+        raise UserError(f"--game: unknown Atari game '{game}'; {hint}{len(games)} games accepted, e.g. "
+                        f"breakout, pong, ms_pacman, space_invaders, seaquest")
+
+
+def make_atari_env(game: str, num_envs: int, seed: int, *, sticky: float = 0.25, full_action_space: bool = False,
+                   max_frames: int = 108_000):
+    """The vector env; ``seed`` is applied by the learner's ``reset(seed=...)``."""
+    from ale_py import AtariVectorEnv
+
+    return AtariVectorEnv(game, num_envs, repeat_action_probability=sticky, full_action_space=full_action_space,
+                          max_num_frames_per_episode=max_frames, reward_clipping=False, episodic_life=False,
+                          life_loss_info=False, autoreset_mode="NextStep")
+
+
+def atari_task(game: str, cfg, steps: int | None = None) -> RLTask:
+    check_game(game)
+    factory = partial(make_atari_env, game, sticky=cfg.sticky_actions, full_action_space=cfg.full_action_space,
+                      max_frames=cfg.max_episode_frames)
+    return RLTask(game, factory, steps=steps,
+                  info={"game": game, "sticky_actions": cfg.sticky_actions,
+                        "full_action_space": cfg.full_action_space, "episodic_life": False})
+
+
+@register_scenario("atari", "one Atari game (--game), Machado et al. protocol, sticky actions 0.25")
+def atari(cfg) -> Scenario:
+    return Scenario("atari", [atari_task(cfg.game, cfg)])
+
