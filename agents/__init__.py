@@ -1,2 +1,3 @@
 """Built-in learners, written against the public learner API (see DESIGN.md)."""
 from agents import dqn  # noqa: F401  (registration)
+from agents import classifier  # noqa: F401,E402  (registration)

@@ -17,6 +17,7 @@ import copy
 import pickle
 import warnings
 
+import cloudpickle
 import numpy as np
 import torch
 from torch import nn
@@ -84,17 +85,10 @@ class DQNAgent:
 
     # ------------------------------------------------------------------ the algorithm
     def update(self) -> None:
-        cfg, net, head = self.cfg, self.network, self.head
-        b = self.replay.sample(cfg.batch_size, cfg.n_step, cfg.gamma)
-        rows = torch.arange(cfg.batch_size, device=self.device)
+        cfg, net = self.cfg, self.network
+        b = self.sample_batch(cfg.batch_size)
         net.train()
-        out_sa = net(b["obs"])[rows, b["actions"]]  # (B, K) at the taken actions
-        with torch.no_grad():
-            next_target = self.target(b["next_obs"])  # (B, A, K)
-            selector = net(b["next_obs"]) if cfg.double_dqn else next_target
-            a_star = head.q_values(selector).argmax(dim=1)  # greedy on decoded Q
-            target = head.bootstrap_target(next_target[rows, a_star], b["returns"], b["discounts"])
-        per_sample = head.loss(out_sa, target)  # float32, (B,)
+        per_sample, _ = self.per_sample_loss(b)  # float32, (B,)
         per_sample = self.run.hooks.transform_loss(self.run, per_sample, b)
         loss = per_sample.mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -107,6 +101,28 @@ class DQNAgent:
         self.run.hooks.after_optimizer_step(self.run)
         self._loss_sum += loss.detach()
         self._loss_count += 1
+
+    def per_sample_loss(self, b: dict, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """TD loss of each transition ``(B,)`` and the online outputs at the taken actions ``(B, K)``.
+
+        ``params`` (name -> tensor) evaluates the online network functionally
+        (``torch.func.functional_call``; meta-rescale's look-ahead); the bootstrap target
+        always comes from the live online/target networks, without gradient.
+        """
+        net, head = self.network, self.head
+        rows = torch.arange(len(b["actions"]), device=self.device)
+        out = net(b["obs"]) if params is None else torch.func.functional_call(net, params, (b["obs"],))
+        out_sa = out[rows, b["actions"]]  # (B, K) at the taken actions
+        with torch.no_grad():
+            next_target = self.target(b["next_obs"])  # (B, A, K)
+            selector = net(b["next_obs"]) if self.cfg.double_dqn else next_target
+            a_star = head.q_values(selector).argmax(dim=1)  # greedy on decoded Q
+            target = head.bootstrap_target(next_target[rows, a_star], b["returns"], b["discounts"])
+        return head.loss(out_sa, target), out_sa
+
+    def sample_batch(self, size: int) -> dict:
+        """A uniform replay batch of ``size`` n-step transitions."""
+        return self.replay.sample(size, self.cfg.n_step, self.cfg.gamma)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -130,6 +146,7 @@ class DQNAgent:
         if self.cfg.reset_replay_per_task and task_index > 0:
             self.replay = ReplayBuffer(self.cfg.buffer_size, n, self.obs_shape, self.replay.stack, self.replay.obs_dtype,
                                        self.device, self.cfg.seed + task_index)
+        self.replay.end_episodes()  # the old task's episodes end here; stacks never join two tasks
 
     def train(self, task, steps: int) -> int:
         """Collect ``steps`` env steps (rounded up to whole vector steps), updating as we go."""
@@ -210,13 +227,15 @@ class DQNAgent:
     def probe_batch(self, task, size: int = 256) -> torch.Tensor:
         """A fixed batch of observations of ``task`` for plasticity metrics (drawn once, then reused)."""
         if task.name not in self.probes and len(self.replay) >= size:
+            gen_state = self.replay._gen.get_state()  # metrics on or off, training samples the same batches
             self.probes[task.name] = self.replay.sample(size, 1, self.cfg.gamma)["obs"].clone()
+            self.replay._gen.set_state(gen_state)
         return self.probes.get(task.name)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:
         try:
-            env_bytes = pickle.dumps(self.env) if self.env is not None else None
+            env_bytes = cloudpickle.dumps(self.env) if self.env is not None else None
         except (TypeError, pickle.PicklingError, AttributeError):
             env_bytes = None  # ALE's C++ vector env cannot be pickled; see load_state_dict
         return {

@@ -174,20 +174,20 @@ class ReplayBuffer:
         term_h = _host_bool(terminated, n, "terminated")
         trunc_h = _host_bool(truncated, n, "truncated")
 
-        # an invalid step inside an open episode closes it (bootstrap from its last next_obs)
-        cut = ~valid_h & self._open
-        if cut.any():
-            self._close(np.flatnonzero(cut))
-
-        lanes = np.flatnonzero(valid_h)
-        if lanes.size == 0:
-            return
-        obs_f = self._obs_frames(obs, "obs")
+        obs_f = self._obs_frames(obs, "obs")  # validate everything before mutating anything
         next_f = self._obs_frames(next_obs, "next_obs")
         act = self._to_device(actions, torch.int32).reshape(-1)
         rew = self._to_device(rewards, torch.float32).reshape(-1)
         if act.shape[0] != n or rew.shape[0] != n:
             raise ValueError(f"ReplayBuffer.add: actions and rewards must have {n} entries (one per env)")
+
+        # an invalid step inside an open episode closes it (bootstrap from its last next_obs)
+        cut = ~valid_h & self._open
+        if cut.any():
+            self._close(np.flatnonzero(cut))
+        lanes = np.flatnonzero(valid_h)
+        if lanes.size == 0:
+            return
 
         new_ep = ~self._open[lanes]
         w0 = self._written[lanes]
@@ -286,7 +286,7 @@ class ReplayBuffer:
         ok = (
             (is_start | ~included).all(dim=1)
             & (age - (s - 1) >= oldest_age.index_select(0, env))
-            & (age + m <= length - 1)
+            & (age + m <= length - 1)  # implied by the START rule above; kept as a guard
         )
         return ok, env, p, fl, included, m
 

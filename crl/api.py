@@ -9,7 +9,7 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from crl.config import Config, adapt_to_budget, load_config, make_config, validate
 from crl.errors import UserError
@@ -105,18 +105,23 @@ def prepare(cfg: Config, scenario: Scenario | None = None):
     return scenario, learner, hooks
 
 
-def run(cfg: Config | None = None, scenario: Scenario | None = None, preset: str = "gym", **overrides: Any) -> dict:
+def run(cfg: Config | None = None, scenario: Scenario | None = None, preset: str = "gym", notes: Sequence[str] = (),
+        **overrides: Any) -> dict:
     """Run one experiment and return its summary.
 
     ``crl.run(scenario=my_scenario, agent="dqn-hlgauss", steps=20_000)`` from a script, or with
-    a full :class:`crl.Config`. ``resume=<run dir>`` continues a stopped run.
+    a full :class:`crl.Config`. ``resume=<run dir>`` continues a stopped run. ``notes`` are
+    printed to stderr once every check has passed (so a refused run prints only its error).
     """
     if cfg is None:
         cfg = make_config(preset, **overrides)
     if cfg.resume:
         return resume(cfg.resume)
     scenario, learner, hooks = prepare(cfg, scenario)
-    return Runner(cfg, scenario, learner, hooks, run_directory(cfg, scenario)).run()
+    run_dir = run_directory(cfg, scenario)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return Runner(cfg, scenario, learner, hooks, run_dir).run()
 
 
 def resume(run_dir: str | Path) -> dict:

@@ -64,10 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "run":
             p.add_argument("scenario", help="scenario name or path/to/file.py[:name]")
-            p.add_argument("--preset", choices=sorted(PRESETS), default="gym",
-                           help="defaults to start from: gym (small MLP settings) or atari (Dopamine DQN settings)")
+            p.add_argument("--preset", choices=["auto", *sorted(PRESETS)], default="auto",
+                           help="defaults to start from: gym (small MLP settings), atari (Dopamine DQN settings), "
+                                "supervised (classifier, small MLP); auto: supervised for supervised scenarios "
+                                "or agents, else gym")
         _add_config_flags(p, preset, skip)
-        p.set_defaults(preset=preset, command=name)
+        p.set_defaults(preset="auto" if name == "run" else preset, command=name)
+    from crl.compare import add_parser as add_compare_parser
+
+    add_compare_parser(sub)  # `crl compare RUN_DIR...` (crl/compare.py)
     return parser
 
 
@@ -79,7 +84,26 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, set[str]]:
         values["scenario"] = args.scenario
     else:
         values["scenario"] = args.command
-    return make_config(args.preset, **values), explicit
+    preset = _auto_preset(values) if args.preset == "auto" else args.preset
+    return make_config(preset, **values), explicit
+
+
+def _auto_preset(values: dict) -> str:
+    """'supervised' when the agent (if given) or the scenario learns supervised tasks, else 'gym'."""
+    load_builtins()
+    if "agent" in values:
+        return "supervised" if AGENTS.entry(values["agent"]).meta.get("kind") == "supervised" else "gym"
+    from crl.api import load_scenario_file
+
+    spec = values["scenario"]
+    name = load_scenario_file(spec) if spec.endswith(".py") or ".py:" in spec else spec
+    kind = SCENARIOS.entry(name).meta.get("kind")
+    if kind is None:  # a user scenario that does not declare its kind: build it once to look
+        try:
+            kind = SCENARIOS.get(name)(make_config("gym", **values)).kind
+        except Exception:  # noqa: BLE001  (the real run reports any error properly)
+            kind = "rl"
+    return "supervised" if kind == "supervised" else "gym"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,11 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "compare":
+            from crl.compare import main_from_args
+
+            return main_from_args(args)
         cfg, explicit = config_from_args(args)
-        if not cfg.resume:
-            for note in adapt_to_budget(cfg, explicit):
-                print(f"note: {note}", file=sys.stderr)
-        summary = api.run(cfg)
+        notes = [] if cfg.resume else adapt_to_budget(cfg, explicit)
+        summary = api.run(cfg, notes=notes)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

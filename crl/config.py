@@ -86,6 +86,72 @@ class Config:
     lr_warmup: int = _f(0, "updates of linear warmup")
     lr_restart_per_task: str = _f("auto", "restart the schedule at each task: auto (on for --norm nap), on, off",
                                   choices=("auto", "on", "off"))
+    # --- continual scenarios (scenarios/) --------------------------------------------------
+    games: str = _f("", "sequential-atari: comma-separated games, each 'game[:mode[:difficulty]]' (ALE modes and "
+                        "difficulties as tasks); empty = the 6 games of CORA")
+    cycles: int = _f(1, "times the whole task sequence is repeated (sequential-atari, split and plasticity scenarios)")
+    # --- supervised -----------------------------------------------------------------------
+    dataset: str = _f("digits", "dataset of the plasticity scenarios: digits (scikit-learn, offline), mnist, "
+                                "cifar10, cifar100 (read from --data-dir)",
+                      choices=("digits", "mnist", "cifar10", "cifar100"))
+    n_tasks: int = _f(0, "tasks (experiences) of split, permuted and plasticity scenarios; 0 = the scenario default")
+    shuffle_classes: bool = _f(True, "split scenarios: class order shuffled by --seed (else 0, 1, 2, ...)")
+    max_train_samples: int = _f(0, "use a fixed subset of this many training samples of the dataset (0 = all)")
+    strategy: str = _f("naive", "classifier strategy: naive, replay (ER, reservoir), er-ace (Caccia et al. 2022), "
+                                "der++ (Buzzega et al. 2020)", choices=("naive", "replay", "er-ace", "der++"))
+    online: bool = _f(False, "online continual learning: one pass over each task's data (AdaB2N protocol: "
+                             "--batch-size 10, replay batch 10)")
+    epochs: float = _f(1.0, "offline: passes over each task's training data (a task's own steps win); "
+                            "0 = --steps updates per task")
+    il_mode: str = _f("class", "class: one head over all classes (class-incremental); task: logits masked to "
+                               "the sample's task classes in training and evaluation (task-incremental)",
+                      choices=("class", "task"))
+    replay_size: int = _f(500, "replay memory of the classifier in samples (reservoir sampling)")
+    replay_batch_size: int = _f(0, "replay samples per update (0 = --batch-size)")
+    der_alpha: float = _f(0.2, "DER++ weight of the logit-matching (MSE) term")
+    der_beta: float = _f(0.5, "DER++ weight of the replayed-label cross-entropy term")
+    eval_batch_size: int = _f(512, "samples per forward in supervised evaluation")
+    label_shuffle_eps: float = _f(0.2, "label-shuffle: fraction of labels re-drawn at each task")
+    relabel_every: int = _f(0, "random-labels / label-shuffle: updates per task, i.e. labels re-drawn every K "
+                               "updates (0 = use --epochs)")
+    warm_start_fraction: float = _f(0.5, "warm-start: fraction of the training data of the first task")
+    resnet_width: int = _f(20, "channels of the first stage of the reduced ResNet-18 (nf; 20 in GEM/mammoth)")
+    adab2n_lambda: float = _f(0.1, "weight of the AdaB2N adaptation loss (official grid 0.01-10; no official default)")
+    adab2n_t0: int = _f(0, "task index from which the AdaB2N adaptation loss is added (official ada_t0)")
+    # --- interventions -------------------------------------------------------------------
+    redo_tau: float = _f(0.1, "redo: a unit is dormant when its normalised mean |activation| is <= this")
+    redo_every: int = _f(1_000, "redo: optimizer updates between recycles")
+    redo_init: str = _f("layer", "redo: incoming-weight init of recycled units: layer (the layer's own "
+                                 "reset_parameters) or xavier (xavier_uniform, as Dopamine)", choices=("layer", "xavier"))
+    sp_form: str = _f("fresh", "shrink-perturb: perturb toward a fresh random init each time (fresh) or toward "
+                               "the saved initial parameters (fixed)", choices=("fresh", "fixed"))
+    sp_shrink: float = _f(0.5, "shrink-perturb: lambda in theta <- lambda*theta + p*theta_new")
+    sp_perturb: float = _f(0.5, "shrink-perturb: p in theta <- lambda*theta + p*theta_new")
+    sp_every: int = _f(0, "shrink-perturb: also apply every this many optimizer updates (0 = off)")
+    sp_task_start: bool = _f(True, "shrink-perturb: apply at the start of every task after the first")
+    l2_init_coef: float = _f(1e-4, "l2-init: lambda of the penalty lambda*||theta - theta0||^2")
+    reset_layers: str = _f("output", "reset: output, last2 (output + penultimate block) or comma-separated "
+                                     "module names")
+    reset_every_task: bool = _f(True, "reset: re-initialise at the start of every task after the first")
+    reset_every: int = _f(0, "reset: also re-initialise every this many optimizer updates (0 = off)")
+    reset_target: bool = _f(True, "reset: copy the re-initialised layers into the learner's target network")
+    bn_only_train_output: bool = _f(False, "bn-only: also train the output layer (default: only norm parameters)")
+    meta_features: str = _f("loss,loss_z,entropy,margin,gradnorm", "meta-rescale: rescaler inputs, comma-separated "
+                                                                   "from loss, loss_z, entropy, margin, gradnorm")
+    meta_hidden: int = _f(64, "meta-rescale: hidden units of the rescaler MLP")
+    meta_output: str = _f("sigmoid", "meta-rescale: rescaler output, 2*sigmoid or softplus/log(2)",
+                          choices=("sigmoid", "softplus"))
+    meta_normalize: bool = _f(True, "meta-rescale: normalise the weights to mean 1 over each batch")
+    meta_lr: float = _f(1e-3, "meta-rescale: Adam learning rate of the rescaler")
+    meta_inner_lr: float = _f(0.0, "meta-rescale: SGD lr of the virtual look-ahead step (0 = the learner's lr)")
+    meta_every: int = _f(1, "meta-rescale: optimizer updates between meta steps")
+    meta_val: str = _f("sampled", "meta-rescale: validation batch from the training data: sampled (drawn from a "
+                                  "pool in proportion to the weights), uniform, or weighted (uniform, loss weighted)",
+                       choices=("sampled", "uniform", "weighted"))
+    meta_val_size: int = _f(0, "meta-rescale: validation batch size (0 = the training batch size)")
+    meta_pool: int = _f(4, "meta-rescale: candidate pool for --meta-val sampled, in validation batches")
+    meta_warmup: int = _f(0, "meta-rescale: updates with all weights 1 before the rescaler is used")
+    meta_reset_per_task: bool = _f(False, "meta-rescale: restart the rescaler and its statistics at each task")
     # --- metrics -----------------------------------------------------------------------
     metrics_every: int = _f(10_000, "env steps between plasticity metrics (0 = off)")
 
@@ -113,6 +179,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                 checkpoint_every=25_000, buffer_size=50_000, learning_starts=1_000, train_freq=1, batch_size=64,
                 target_update=500, eps_decay_steps=10_000, eps_end=0.05, eval_eps=0.0, clip_rewards=False,
                 lr=1e-3, adam_eps=1e-8, v_min=-10.0, v_max=110.0, log_every=500, metrics_every=5_000),
+    # Supervised scenarios (`crl run split-digits`): small MLP, Adam, 20 epochs per task, eval at task ends only.
+    # learning_starts/eps_decay_steps/target_update are DQN fields, set here only to keep adapt_to_budget quiet.
+    "supervised": dict(agent="classifier", torso="mlp", mlp_hidden="100,100", optimizer="adam", lr=1e-3,
+                       adam_eps=1e-8, batch_size=32, epochs=20.0, steps=1_000, eval_every=1_000_000_000,
+                       checkpoint_every=1_000_000_000, log_every=50, metrics_every=500, max_grad_norm=0.0,
+                       learning_starts=0, eps_decay_steps=0, target_update=1),
 }
 
 

@@ -55,6 +55,22 @@ class RunLogger:
     def flush(self) -> None:
         self.writer.flush()
 
+    # Views; their content (layout, figure, metric list) is built in crl/metrics/hooks.py.
+    def custom_scalars(self, layout: dict) -> None:
+        """Custom-scalars layout ``{category: {chart: ["Multiline", [tag regexes]]}}``."""
+        self.writer.add_custom_scalars(layout)
+
+    def figure(self, tag: str, fig, step: int) -> None:
+        self.writer.add_figure(tag, fig, step, close=True)
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """HParams entry in this run's own event file (``add_hparams`` would start a sub-run); the
+        metric columns read the last value of these (already logged) scalar tags."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        for summary in hparams_summaries(hparams, metrics):
+            self.writer._get_file_writer().add_summary(summary)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
         (self.run_dir / "summary.json").write_text(json.dumps(clean, indent=2, sort_keys=True))

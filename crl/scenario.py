@@ -85,11 +85,19 @@ class Scenario:
                 raise UserError(f"scenario '{self.name}': task '{t.name}' has steps={t.steps}; must be > 0")
             if t.kind == "supervised" and len(t.train) == 0:
                 raise UserError(f"scenario '{self.name}': task '{t.name}' has an empty training set")
+            if t.kind == "supervised" and (len(t.test) == 0 or len(list(t.classes)) == 0):
+                raise UserError(f"scenario '{self.name}': task '{t.name}' has an empty test set or no classes")
+        if self.kind == "supervised":  # inputs must share one shape (one network for every task)
+            shapes = {t.name: tuple(getattr(t.train[0][0], "shape", ())) for t in self.tasks}
+            if len(set(shapes.values())) > 1:
+                raise UserError(f"scenario '{self.name}': tasks have different input shapes {shapes}")
 
 
-def register_scenario(name: str, help: str = "user-defined scenario"):
-    """Decorator registering ``fn(cfg) -> Scenario`` under ``name`` (``--scenario name``)."""
-    return SCENARIOS.register(name, help)
+def register_scenario(name: str, help: str = "user-defined scenario", **meta):
+    """Decorator registering ``fn(cfg) -> Scenario`` under ``name`` (``--scenario name``).
+
+    ``kind="supervised"`` (or ``"rl"``) lets ``crl run NAME`` pick the matching preset without building it."""
+    return SCENARIOS.register(name, help, **meta)
 
 
 def build_scenario(name: str, cfg) -> Scenario:

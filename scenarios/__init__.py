@@ -1,3 +1,4 @@
 """Built-in scenarios, written with the same public API a user uses (``crl.Scenario``,
 ``crl.RLTask``, ``crl.register_scenario``), so each doubles as an example."""
 from scenarios import atari, gym_control  # noqa: F401  (registration)
+from scenarios import plasticity, sequential_atari, split  # noqa: F401,E402  (registration)

@@ -11,3 +11,7 @@ from crl.interventions import nap  # noqa: F401,E402  (registration)
 
 def build_interventions(cfg) -> list[Hook]:
     return [INTERVENTIONS.get(name)(cfg) for name in cfg.interventions()]
+
+
+# ReDo, shrink & perturb, L2-init, resets, BN-only, meta loss-rescaling (registration)
+from crl.interventions import redo, shrink_perturb, l2_init, reset, bn_only, meta_rescale  # noqa: F401,E402

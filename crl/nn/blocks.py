@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from crl.nn.norms import drops_bias, includes_activation, make_norm
+from crl.nn.norms import drops_bias, includes_activation, make_norm, scale_invariant
 
 
 class Block(nn.Module):
@@ -21,7 +21,7 @@ class Block(nn.Module):
         self.norm = make_norm(norm, out_features, dims)
         fused = includes_activation(norm)
         self.act = nn.Identity() if fused or not act else nn.ReLU()
-        self.projectable = norm != "none"
+        self.projectable = scale_invariant(norm)
         self.fused_activation = fused
 
     def forward(self, x):

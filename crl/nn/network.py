@@ -30,7 +30,27 @@ class MoEDense(nn.Module):
         return self.moe(tokens).flatten(1)
 
 
-class QNetwork(nn.Module):
+class Introspectable:
+    """What metrics and interventions need from any crl network (Q-network or classifier).
+
+    Subclasses have ``self.output`` (the final, never-projected layer)."""
+
+    def hidden_activations(self) -> list[tuple[str, nn.Module]]:
+        """(name, module) pairs whose outputs are post-activation hidden features, in forward order."""
+        return [(name, m.activation_module()) for name, m in self.named_modules() if isinstance(m, (Block, PreNormAct))
+                and not (isinstance(m, Block) and isinstance(m.act, nn.Identity) and not m.fused_activation)]
+
+    def projectable_weights(self) -> list[tuple[str, nn.Parameter]]:
+        """Weights of layers that feed only a norm (scale-invariant): what NaP projects."""
+        return [(f"{name}.layer.weight", m.layer.weight) for name, m in self.named_modules()
+                if isinstance(m, Block) and m.projectable]
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.output
+
+
+class QNetwork(Introspectable, nn.Module):
     def __init__(self, torso: nn.Module, num_actions: int, head: nn.Module):
         super().__init__()
         self.torso = torso
@@ -48,23 +68,9 @@ class QNetwork(nn.Module):
     def q_values(self, x: torch.Tensor) -> torch.Tensor:
         return self.head.q_values(self(x))
 
-    # ------------------------------------------------------------------ introspection
-    def hidden_activations(self) -> list[tuple[str, nn.Module]]:
-        """(name, module) pairs whose outputs are post-activation hidden features, in forward order."""
-        return [(name, m.activation_module()) for name, m in self.named_modules() if isinstance(m, (Block, PreNormAct))
-                and not (isinstance(m, Block) and isinstance(m.act, nn.Identity) and not m.fused_activation)]
 
-    def projectable_weights(self) -> list[tuple[str, nn.Parameter]]:
-        """Weights of layers that feed only a norm (scale-invariant): what NaP projects."""
-        return [(f"{name}.layer.weight", m.layer.weight) for name, m in self.named_modules()
-                if isinstance(m, Block) and m.projectable]
-
-    @property
-    def output_layer(self) -> nn.Linear:
-        return self.output
-
-
-def build_network(cfg, obs_shape: tuple, num_actions: int, head: nn.Module) -> QNetwork:
+def build_torso(cfg, obs_shape: tuple) -> nn.Module:
+    """The configured torso, with the SoftMoE swap applied when ``--moe softmoe``."""
     entry = TORSOS.entry(cfg.torso)
     torso = entry.factory(tuple(obs_shape), cfg)
     if cfg.moe == "softmoe":
@@ -72,4 +78,8 @@ def build_network(cfg, obs_shape: tuple, num_actions: int, head: nn.Module) -> Q
             raise UserError(f"--moe: softmoe needs a conv torso (nature or impala), got --torso {cfg.torso}")
         torso.dense = MoEDense(torso.feature_map_shape, cfg.num_experts, cfg.expert_hidden)
         torso.out_features = torso.dense.out_features
-    return QNetwork(torso, num_actions, head)
+    return torso
+
+
+def build_network(cfg, obs_shape: tuple, num_actions: int, head: nn.Module) -> QNetwork:
+    return QNetwork(build_torso(cfg, obs_shape), num_actions, head)

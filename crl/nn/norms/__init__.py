@@ -33,6 +33,12 @@ def includes_activation(name: str) -> bool:
     return bool(NORMS.entry(name).meta.get("includes_activation", False))
 
 
+def scale_invariant(name: str) -> bool:
+    """True when the norm's output is unchanged by rescaling the weight of the layer feeding it
+    (per-sample or per-batch mean/scale normalisation): the weights NaP may project."""
+    return bool(NORMS.entry(name).meta.get("scale_invariant", False))
+
+
 def drops_bias(name: str) -> bool:
     """True when the norm removes the mean, so a bias on the layer feeding it is redundant."""
     return bool(NORMS.entry(name).meta.get("drops_bias", name != "none"))
@@ -43,19 +49,21 @@ def _none(num_features: int, dims: int, **_) -> nn.Module:
     return nn.Identity()
 
 
-@NORMS.register("layernorm", "LayerNorm (dense: over features; conv: over C,H,W with per-channel affine = GroupNorm(1, C))")
+@NORMS.register("layernorm", "LayerNorm (dense: over features; conv: over C,H,W with per-channel affine = GroupNorm(1, C))",
+                scale_invariant=True)
 def _layernorm(num_features: int, dims: int, eps: float = 1e-5, **_) -> nn.Module:
     if dims == 1:
         return nn.LayerNorm(num_features, eps=eps)
     return nn.GroupNorm(1, num_features, eps=eps)
 
 
-@NORMS.register("nap", "Normalize-and-Project (Lyle et al. 2024): LayerNorm here plus the 'nap' weight projection")
+@NORMS.register("nap", "Normalize-and-Project (Lyle et al. 2024): LayerNorm here plus the 'nap' weight projection",
+                scale_invariant=True)
 def _nap(num_features: int, dims: int, eps: float = 1e-5, **_) -> nn.Module:
     return _layernorm(num_features, dims, eps=eps)
 
 
-@NORMS.register("batchnorm", "BatchNorm (torch defaults: momentum 0.1, eps 1e-5)")
+@NORMS.register("batchnorm", "BatchNorm (torch defaults: momentum 0.1, eps 1e-5)", scale_invariant=True)
 def _batchnorm(num_features: int, dims: int, eps: float = 1e-5, momentum: float = 0.1, **_) -> nn.Module:
     return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(num_features, eps=eps, momentum=momentum)
 

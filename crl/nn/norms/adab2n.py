@@ -67,7 +67,10 @@ class AdaB2N(nn.Module):
       a batch may hold tasks above the current one (task-free streams); ids must be < num_tasks.
     * The weighted path is taken whenever K > 1, i.e. the current task is > 0 (official
       condition) or the ids name a task > 0; with K = 1 both paths give the same statistics.
-    * ``last_eta`` is a buffer (in the state_dict; official: a Python attribute, lost on save).
+    * ``last_eta``, the current task and the batch counter are Python numbers kept in the
+      state_dict as extra state (official: ``last_eta`` is an attribute lost on save; the others
+      are buffers). Python numbers avoid a GPU sync per layer and forward, and keep eta exact
+      under ``model.half()``.
     * Dense (B, C) inputs are accepted (no spatial mean); the official code swaps only
       ``BatchNorm2d``. kappa and num_tasks have defaults here (1.0, 100) so ``--norm adab2n``
       builds without extra flags; the official script requires kappa. Unused entries of
@@ -94,12 +97,21 @@ class AdaB2N(nn.Module):
         self.task_weight = nn.Parameter(torch.full((self.num_tasks,), float(init_weight)))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
-        self.register_buffer("cur_task", torch.zeros((), dtype=torch.long))
-        self.register_buffer("last_eta", torch.full((), -1.0, dtype=torch.float64))  # < 0: none yet
+        self.num_batches_tracked = 0  # training forwards so far
+        self.cur_task = 0
+        self.last_eta: float | None = None
         self._task_ids: torch.Tensor | None = None
+        self._max_id = -1
         self._aux: torch.Tensor | None = None
         self.last_task_probs: torch.Tensor | None = None  # pi of the last weighted forward (for logging)
+
+    def get_extra_state(self) -> dict:
+        return {"cur_task": self.cur_task, "last_eta": self.last_eta, "num_batches_tracked": self.num_batches_tracked}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.cur_task = int(state["cur_task"])
+        self.last_eta = None if state["last_eta"] is None else float(state["last_eta"])
+        self.num_batches_tracked = int(state["num_batches_tracked"])
 
     def __getstate__(self):
         # the last adaptation loss carries a graph, which copy.deepcopy (target networks) refuses
@@ -115,6 +127,7 @@ class AdaB2N(nn.Module):
     def set_task_ids(self, ids: torch.Tensor) -> None:
         """Per-sample task indices (LongTensor (B,)) of the next training batch(es)."""
         ids = torch.as_tensor(ids)
+        self._max_id = -1
         if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise ValueError(f"AdaB2N.set_task_ids expects an integer tensor of shape (B,), got "
                              f"{ids.dtype} {tuple(ids.shape)}")
@@ -125,16 +138,17 @@ class AdaB2N(nn.Module):
             if hi >= self.num_tasks:
                 raise UserError(f"--norm adab2n: task id {hi} >= num_tasks={self.num_tasks}; build the norm with "
                                 f"num_tasks at least the number of tasks of the scenario")
+            self._max_id = hi
         self._task_ids = ids.long()
 
     def clear_task_ids(self) -> None:
         self._task_ids = None
 
     def begin_task(self, task_index: int) -> None:
-        self.cur_task.fill_(int(task_index))
+        self.cur_task = int(task_index)
 
     def end_task(self) -> None:
-        self.cur_task.add_(1)
+        self.cur_task += 1
 
     def aux_loss(self) -> torch.Tensor:
         """Adaptation loss ``MSE(mu, running_mean) + MSE(sigma2, running_var)`` of the last training forward."""
@@ -146,8 +160,7 @@ class AdaB2N(nn.Module):
     @property
     def eta(self) -> float | None:
         """Momentum used by the last training forward (None before the first one)."""
-        v = float(self.last_eta)
-        return None if v < 0 else v
+        return self.last_eta
 
     def get_eta(self) -> float:
         """Advance and return the modified momentum (call once per training forward, after counting)."""
@@ -156,19 +169,19 @@ class AdaB2N(nn.Module):
             eta = 1.0 / float(self.num_batches_tracked)
         elif k == 1.0:
             eta = m
-        elif float(self.last_eta) < 0:
+        elif self.last_eta is None:
             eta = m ** k
         else:
-            prev = float(self.last_eta)
-            eta = prev / (prev + (1.0 - m) ** k)
-        self.last_eta.fill_(eta)
+            eta = self.last_eta / (self.last_eta + (1.0 - m) ** k)
+        self.last_eta = eta
         return eta
 
-    def sample_weights(self, ids: torch.Tensor) -> torch.Tensor:
+    def sample_weights(self, ids: torch.Tensor, max_id: int | None = None) -> torch.Tensor:
         """Per-sample weights a_i (sum 1 when ``renormalize``; < 1 officially if a seen task is absent)."""
-        k = max(int(self.cur_task), int(ids.max())) + 1
-        counts = torch.bincount(ids, minlength=k)[:k].to(self.task_weight.dtype)
-        conc = self.task_weight[:k].exp() + counts
+        k = max(self.cur_task, int(ids.max()) if max_id is None else max_id) + 1
+        w = self.task_weight[:k]
+        counts = w.new_zeros(k).index_add_(0, ids, w.new_ones(ids.shape[0]))  # n_k (no GPU sync, unlike bincount)
+        conc = w.exp() + counts
         if self.renormalize:
             conc = conc * (counts > 0)
         pi = conc / conc.sum()
@@ -183,14 +196,16 @@ class AdaB2N(nn.Module):
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         shape = _param_shape(x)
         spatial = tuple(range(2, x.dim()))
-        self.num_batches_tracked.add_(1)
+        self.num_batches_tracked += 1
         eta = self.get_eta()
         ids = self._task_ids
         if ids is not None and ids.shape[0] != x.shape[0]:
             raise ValueError(f"AdaB2N: {ids.shape[0]} task ids set for a batch of {x.shape[0]}; call set_task_ids "
                              f"before each training forward (or clear_task_ids)")
-        if ids is not None and ids.numel() and (int(self.cur_task) > 0 or int(ids.max()) > 0):
-            a = self.sample_weights(ids.to(x.device))
+        if ids is not None and ids.numel() and max(self.cur_task, self._max_id) > 0:
+            if ids.device != x.device:
+                ids = self._task_ids = ids.to(x.device)
+            a = self.sample_weights(ids, self._max_id)
             per_sample = x.mean(dim=spatial) if spatial else x  # (B, C)
             mean = (a[:, None] * per_sample).sum(0)
             dev2 = (x - mean.view(shape)).pow(2)
@@ -213,8 +228,13 @@ def adab2n_layers(model: nn.Module) -> list[AdaB2N]:
 
 def set_task_ids(model: nn.Module, ids: torch.Tensor) -> None:
     """Give every AdaB2N layer of ``model`` the per-sample task ids of the next batch."""
-    for m in adab2n_layers(model):
-        m.set_task_ids(ids)
+    layers = adab2n_layers(model)
+    if layers:
+        layers[0].set_task_ids(ids)  # validates once (a GPU tensor costs one sync), then shared
+        for m in layers[1:]:
+            if m.num_tasks <= layers[0]._max_id:
+                m.set_task_ids(ids)  # raises the num_tasks error
+            m._task_ids, m._max_id = layers[0]._task_ids, layers[0]._max_id
 
 
 def begin_task(model: nn.Module, task_index: int) -> None:

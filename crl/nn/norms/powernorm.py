@@ -101,21 +101,32 @@ class PowerNorm(nn.Module):
         self.register_buffer("running_phi", torch.ones(num_features))
         self.register_buffer("ema_gz", torch.zeros(num_features))
         self.register_buffer("iters", torch.zeros((), dtype=torch.long))
+        self._t = 0  # Python mirror of ``iters`` (no GPU sync per forward); read back from state_dicts
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, alpha_fwd={self.alpha_fwd}, alpha_bkw={self.alpha_bkw}, "
                 f"warmup_iters={self.warmup_iters}, groups={self.groups}")
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._t = int(self.iters)
+
     def restart_warmup(self) -> None:
-        """Set the iteration counter to 0: batch statistics again for ``warmup_iters`` steps."""
+        """Set the iteration counter to 0: batch statistics again for ``warmup_iters`` steps.
+
+        Use this, not a write to the ``iters`` buffer: the count lives in a Python int, written to
+        ``iters`` every step and read back only by ``load_state_dict``.
+        """
         self.iters.zero_()
+        self._t = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = group_scaling(x, self.groups)
         if self.training:
-            self.iters.add_(1)
+            self._t += 1
+            self.iters.fill_(self._t)
             return _PowerFunction.apply(x, self.weight, self.bias, self.running_phi, self.ema_gz, self.eps,
-                                        self.alpha_fwd, self.alpha_bkw, self.warmup_iters, int(self.iters.item()))
+                                        self.alpha_fwd, self.alpha_bkw, self.warmup_iters, self._t)
         shape = _param_shape(x)
         return self.weight.view(shape) * x / (self.running_phi + self.eps).sqrt().view(shape) + self.bias.view(shape)
 

@@ -72,13 +72,13 @@ class RMSNorm(nn.Module):
 
 
 @NORMS.register("rmsnorm", "RMSNorm (dense: over features; conv: over C,H,W per sample) with per-channel gain and "
-                           "offset (mean-free, so the offset is kept)", dims=(1, 2))
+                           "offset (mean-free, so the offset is kept)", dims=(1, 2), scale_invariant=True)
 def _rmsnorm(num_features: int, dims: int, eps: float = 1e-5, **_) -> nn.Module:
     return RMSNorm(num_features, eps=eps)
 
 
 @NORMS.register("groupnorm", "GroupNorm (Wu & He 2018), conv only; groups (default 32) reduced to the largest "
-                             "divisor of C not above it", dims=(2,))
+                             "divisor of C not above it", dims=(2,), scale_invariant=True)
 def _groupnorm(num_features: int, dims: int, groups: int = 32, eps: float = 1e-5, **_) -> nn.Module:
     """``torch.nn.GroupNorm`` (Wu & He, ECCV 2018, arXiv 1803.08494).
 

@@ -129,6 +129,7 @@ class UnifiedNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("ema_gz", torch.zeros(num_features))
         self.register_buffer("iters", torch.zeros((), dtype=torch.long))
+        self._t = 0  # Python mirror of ``iters`` (no GPU sync per forward); read back from state_dicts
         self.register_buffer("buffer_x2", torch.zeros(self.window_size[0], num_features))
         self.register_buffer("buffer_gz", torch.zeros(self.window_size[1], num_features))
         self.register_buffer("skip_counter", torch.zeros((), dtype=torch.long))
@@ -137,14 +138,24 @@ class UnifiedNorm(nn.Module):
         return (f"{self.num_features}, window={self.window_size}, warmup_iters={self.warmup_iters}, "
                 f"outlier_filtration={self.outlier_filtration}, eps={self.eps}, momentum={self.momentum}")
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._t = int(self.iters)
+
     def restart_warmup(self) -> None:
-        """Set the iteration counter to 0 (official README: do it after loading weights)."""
+        """Set the iteration counter to 0 (official README: do it after loading weights).
+
+        Use this, not a write to the ``iters`` buffer: the count lives in a Python int, written to
+        ``iters`` every step and read back only by ``load_state_dict``.
+        """
         self.iters.zero_()
+        self._t = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            self.iters.add_(1)
-            return _UNFunction.apply(x, self.weight, self.bias, self, int(self.iters.item()))
+            self._t += 1
+            self.iters.fill_(self._t)
+            return _UNFunction.apply(x, self.weight, self.bias, self, self._t)
         shape = _param_shape(x)
         return self.weight.view(shape) * x / (self.running_var + self.eps).sqrt().view(shape) + self.bias.view(shape)
 
@@ -152,6 +163,7 @@ class UnifiedNorm(nn.Module):
 @NORMS.register("unified", "Unified Normalization (Yang et al. 2022): windowed geometric-mean second moment, "
                            "warmup 4000, running var (keep 0.9), gradient-compensating backward", dims=(1, 2))
 def _unified(num_features: int, dims: int, window_size: int = 4, warmup_iters: int = 4000,
-             outlier_filtration: bool = False, eps: float = 1e-5, momentum: float = 0.9, **_) -> nn.Module:
+             outlier_filtration: bool = False, eps: float = 1e-5, momentum: float = 0.9, r_warmup: int = 1000,
+             **_) -> nn.Module:
     return UnifiedNorm(num_features, window_size=window_size, warmup_iters=warmup_iters,
-                       outlier_filtration=outlier_filtration, eps=eps, momentum=momentum)
+                       outlier_filtration=outlier_filtration, eps=eps, momentum=momentum, r_warmup=r_warmup)

@@ -6,3 +6,4 @@ Conv torsos (meta ``conv=True``) also expose ``encoder`` (obs -> feature map of 
 can replace ``dense`` by a SoftMoE over per-position tokens.
 """
 from crl.nn.torsos import impala, mlp, nature  # noqa: F401  (registration)
+from crl.nn.torsos import resnet18, small_cnn  # noqa: F401,E402  (registration; supervised torsos)

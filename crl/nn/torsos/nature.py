@@ -14,7 +14,7 @@ from crl.registry import TORSOS
 
 
 class ConvTorso(nn.Module):
-    """``encoder`` (conv feature map) -> flatten -> ``dense`` (penultimate layer)."""
+    """``encoder`` (conv feature map) -> ``dense`` (flatten + penultimate layer; SoftMoE can replace it)."""
 
     def __init__(self, encoder: nn.Module, obs_shape: tuple, hidden: int, norm: str):
         super().__init__()
@@ -24,7 +24,7 @@ class ConvTorso(nn.Module):
             self.feature_map_shape = tuple(encoder(torch.zeros(2, *obs_shape)).shape[1:])
         encoder.train()
         flat = self.feature_map_shape[0] * self.feature_map_shape[1] * self.feature_map_shape[2]
-        self.dense = dense_block(flat, hidden, norm)
+        self.dense = nn.Sequential(nn.Flatten(), dense_block(flat, hidden, norm))
         self.out_features = hidden
 
     def features_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,7 @@ class ConvTorso(nn.Module):
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(self.features_map(x).flatten(1))
+        return self.dense(self.features_map(x))
 
 
 def check_image(obs_shape: tuple, torso: str) -> None:

@@ -1,0 +1,346 @@
+"""Meta loss-rescaling: per-sample loss weights from a small meta-learned rescaler.
+
+Inspired by STORM, Heck, Geishauser, Lubis, van Niekerk, Lin, Gasic, "Learning from Noisy
+Labels via Self-Taught On-the-Fly Meta Loss Rescaling", AAAI 2025, arXiv 2412.12955 (code on
+GitLab ``general/dsml/storm-public``, not public to us / not read). The meta step follows
+Meta-Weight-Net (Shu et al., NeurIPS 2019, arXiv 1902.07379; ``xjtushujun/meta-weight-net``),
+one-step look-ahead. **This is crl's own design, not a reproduction of STORM**: what the
+STORM abstract states is kept (rescaler fed only with features computed from the model being
+trained; validation data drawn from the noisy training data itself, with the rescaler's
+help; online, no clean data); everything else below is a choice, each switchable by a flag.
+
+Algorithm, at every optimizer update of the learner (through ``transform_loss``):
+
+1. ``f_i = features(model, x_i, y_i)`` on the training batch (one extra forward with the
+   live parameters), from ``--meta-features`` (comma list, default all five):
+
+   ==========  ==================================================================
+   loss        ``log(1 + l_i)``, the per-sample loss
+   loss_z      ``(l_i - mu) / sigma`` clipped to [-5, 5]; mu, sigma: running mean/std
+               of training-batch losses (EMA decay 0.99, first batch sets them)
+   entropy     entropy of ``softmax(outputs_i)`` / ``log K`` (0 when K = 1)
+   margin      ``p_top1 - p_top2`` of ``softmax(outputs_i)`` (0 when K = 1)
+   gradnorm    ``log(1 + ||d l_i / d outputs_i||)``, gradient norm at the output
+               (for a linear output layer, proportional to the per-sample gradient
+               norm of its weights up to the feature norm)
+   ==========  ==================================================================
+
+   ``outputs`` are what the learner's :meth:`per_sample_loss` returns next to the loss:
+   class logits for a classifier, the value-head outputs at the taken action for DQN
+   (bins/atoms for HL-Gauss/two-hot/C51; a single value for scalar heads, where entropy and
+   margin carry no information). No MC-dropout passes (STORM's "G forward passes" are
+   unconfirmed; crl networks have no dropout).
+2. ``w_i = Omega(f_i)``: MLP ``F -> --meta-hidden (ReLU) -> 1``, output ``--meta-output``
+   ``sigmoid`` (``2 sigmoid(z)``, in (0, 2)) or ``softplus`` (``softplus(z) / log 2``); the last
+   layer starts at zero, so every weight starts at exactly 1. ``--meta-normalize`` (on)
+   divides by the batch mean (mean weight 1, gradient flows through the division), so the
+   loss scale and the effective learning rate of the learner are unchanged.
+3. **Meta step** every ``--meta-every`` updates (after ``--meta-warmup`` updates with weights 1):
+   virtual step ``theta' = theta - alpha * grad_theta mean_i(w_i l_i(theta))`` with plain SGD
+   (``alpha = --meta-inner-lr``; 0 = the learner's current lr of its first param group),
+   graph kept (``create_graph``), evaluated with ``torch.func.functional_call``; then a
+   validation batch V from the training stream (``learner.sample_batch``), ``--meta-val``:
+
+   * ``sampled`` (default, the STORM-like reading of "with the help of the rescaler"): draw
+     ``--meta-pool`` x size candidates uniformly, weight them with the current Omega, draw V
+     from them proportionally to ``w`` without replacement;
+   * ``uniform``: V is a plain uniform sample (Meta-Weight-Net with noisy meta data);
+   * ``weighted``: uniform V, meta loss weighted by the (detached, normalised) ``w_j``.
+
+   ``omega <- Adam(--meta-lr)`` step on ``mean_{j in V} l_j(theta')`` (the exact meta-gradient:
+   second-order through the virtual step; only Omega's parameters receive gradients).
+4. The learner's update uses ``stopgrad(w_i')`` from the **updated** Omega on the same
+   features: ``transform_loss`` returns ``w' * l``.
+
+Other choices: V's size is ``--meta-val-size`` (0 = the training batch size); the
+virtual step ignores gradient clipping, weight decay and the other hooks' loss terms
+(e.g. ``l2-init``'s penalty); extra forwards in train mode update BatchNorm running
+statistics too. Task boundaries: with ``--meta-reset-per-task`` Omega, its optimizer and the
+loss statistics restart at every new task (default off: the rescaler carries over).
+Cost per update: 1 extra forward (features); per meta step additionally a double-backward
+on the training batch, a forward/backward of the validation batch, and (``sampled``) a
+forward of the candidate pool.
+
+RL (DQN): the per-sample loss is each transition's TD loss of the value head (Huber / MSE /
+cross-entropy to the projected target); the meta loss is the mean TD loss of ``theta'`` on a
+fresh replay batch, with targets from the live online/target networks (no gradient, not
+recomputed for ``theta'``).
+
+**Learner contract** (what a learner must provide for ``--intervention meta-rescale``):
+
+* ``learner.network`` (``nn.Module``), ``learner.optimizer`` (its first group's ``lr`` is the
+  default inner lr);
+* ``learner.per_sample_loss(batch, params=None) -> (losses (B,), outputs (B, K))``: the
+  training loss of each sample of ``batch`` (the same ``batch`` object the learner passes to
+  ``transform_loss``) and the model's outputs it was computed from, with graph; when
+  ``params`` (a ``name -> tensor`` dict of some of ``learner.network``'s parameters) is
+  given, the network is evaluated with them via ``torch.func.functional_call``;
+* ``learner.sample_batch(size) -> batch``: a fresh batch of ``size`` samples from the
+  training data of the current task (replay for RL), in the learner's batch format; a batch
+  is a tensor, a tuple/list or a dict of tensors, indexed along dim 0 by ``sampled``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crl.errors import UserError
+from crl.hooks import Hook
+from crl.registry import INTERVENTIONS
+
+FEATURES = ("loss", "loss_z", "entropy", "margin", "gradnorm")
+OUTPUTS = ("sigmoid", "softplus")
+VAL_MODES = ("sampled", "uniform", "weighted")
+
+
+def parse_features(spec: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in FEATURES]
+    if not names or bad:
+        raise UserError(f"--meta-features: unknown feature '{', '.join(bad) or spec}'; accepted: {', '.join(FEATURES)}")
+    return names
+
+
+def index_batch(batch: Any, idx: torch.Tensor, size: int) -> Any:
+    """Rows ``idx`` of a batch (tensor, tuple/list or dict of tensors with leading dim ``size``)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[idx.to(batch.device)] if batch.dim() and batch.shape[0] == size else batch
+    if isinstance(batch, dict):
+        return {k: index_batch(v, idx, size) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(index_batch(v, idx, size) for v in batch)
+    return batch
+
+
+class Rescaler(nn.Module):
+    """Omega: per-sample features -> positive weight (before the batch normalisation)."""
+
+    def __init__(self, num_features: int, hidden: int = 64, output: str = "sigmoid"):
+        super().__init__()
+        self.output = output
+        self.body = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.body[0].reset_parameters()
+        nn.init.zeros_(self.body[2].weight)
+        nn.init.zeros_(self.body[2].bias)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        z = self.body(feats).squeeze(-1)
+        if self.output == "sigmoid":
+            return 2.0 * torch.sigmoid(z)
+        return F.softplus(z) / math.log(2.0)
+
+
+class MetaRescale(Hook):
+    name = "meta-rescale"
+
+    def __init__(self, features: str = ",".join(FEATURES), hidden: int = 64, output: str = "sigmoid",
+                 normalize: bool = True, lr: float = 1e-3, inner_lr: float = 0.0, every: int = 1,
+                 val: str = "sampled", val_size: int = 0, pool: int = 4, warmup: int = 0,
+                 reset_per_task: bool = False, stats_decay: float = 0.99):
+        if output not in OUTPUTS:
+            raise UserError(f"--meta-output: unknown output '{output}'; accepted: {', '.join(OUTPUTS)}")
+        if val not in VAL_MODES:
+            raise UserError(f"--meta-val: unknown mode '{val}'; accepted: {', '.join(VAL_MODES)}")
+        self.features = parse_features(features)
+        self.hidden, self.output, self.normalize = int(hidden), output, bool(normalize)
+        self.lr, self.inner_lr, self.every = float(lr), float(inner_lr), int(every)
+        self.val, self.val_size, self.pool, self.warmup = val, int(val_size), int(pool), int(warmup)
+        self.reset_per_task, self.stats_decay = bool(reset_per_task), float(stats_decay)
+        self.rescaler = Rescaler(len(self.features), self.hidden, self.output)
+        self.meta_opt = torch.optim.Adam(self.rescaler.parameters(), lr=self.lr)
+        self.loss_mean = torch.zeros(())
+        self.loss_var = torch.ones(())
+        self.stats_ready = False
+        self.updates = 0
+        self.meta_steps = 0
+        self.last_weights: torch.Tensor | None = None
+        self.last_meta_loss = float("nan")
+        self._pending: dict | None = None
+
+    # ------------------------------------------------------------------ setup
+    def attach(self, learner) -> None:
+        missing = [m for m in ("per_sample_loss", "sample_batch") if not callable(getattr(learner, m, None))]
+        if missing:
+            raise UserError(f"--intervention meta-rescale: learner {type(learner).__name__} lacks "
+                            f"{', '.join(missing)}(); it needs per_sample_loss(batch, params=None) and "
+                            "sample_batch(size) (see crl/interventions/meta_rescale.py)")
+        device = next(learner.network.parameters()).device
+        self.rescaler.to(device)
+        self.loss_mean, self.loss_var = self.loss_mean.to(device), self.loss_var.to(device)
+        if self._pending is not None:  # optimizer state after the move, so it lands on the device
+            self.meta_opt.load_state_dict(self._pending)
+            self._pending = None
+
+    def on_run_start(self, run) -> None:
+        self.attach(run.learner)
+
+    def restart(self) -> None:
+        """Fresh Omega, meta optimizer and loss statistics."""
+        self.rescaler.reset_parameters()
+        self.meta_opt = torch.optim.Adam(self.rescaler.parameters(), lr=self.lr)
+        self.loss_mean.zero_()
+        self.loss_var.fill_(1.0)
+        self.stats_ready = False
+
+    def on_task_start(self, run, task_index, task) -> None:
+        if self.reset_per_task and task_index > 0:
+            self.restart()
+
+    # ------------------------------------------------------------------ features and weights
+    def compute_features(self, losses: torch.Tensor, outputs: torch.Tensor, update_stats: bool,
+                         retain_graph: bool = False) -> torch.Tensor:
+        """(B, F) detached features of the samples whose ``losses``/``outputs`` are given."""
+        l = losses.detach().float().clamp_min(0.0)
+        if update_stats:
+            with torch.no_grad():
+                mean, var = l.mean(), l.var(unbiased=False) if l.numel() > 1 else torch.zeros_like(l.mean())
+                if not self.stats_ready:
+                    self.loss_mean.copy_(mean)
+                    self.loss_var.copy_(var)
+                    self.stats_ready = True
+                else:
+                    d = self.stats_decay
+                    self.loss_mean.mul_(d).add_(mean, alpha=1 - d)
+                    self.loss_var.mul_(d).add_(var, alpha=1 - d)
+        out = outputs.detach().float().reshape(len(l), -1)
+        k = out.shape[1]
+        cols = []
+        for name in self.features:
+            if name == "loss":
+                cols.append(torch.log1p(l))
+            elif name == "loss_z":
+                cols.append(((l - self.loss_mean) / (self.loss_var.sqrt() + 1e-8)).clamp(-5.0, 5.0))
+            elif name == "entropy":
+                if k > 1:
+                    logp = torch.log_softmax(out, dim=1)
+                    cols.append(-(logp.exp() * logp).sum(1) / math.log(k))
+                else:
+                    cols.append(torch.zeros_like(l))
+            elif name == "margin":
+                if k > 1:
+                    top = torch.softmax(out, dim=1).topk(2, dim=1).values
+                    cols.append(top[:, 0] - top[:, 1])
+                else:
+                    cols.append(torch.zeros_like(l))
+            elif name == "gradnorm":
+                with torch.enable_grad():
+                    (g,) = torch.autograd.grad(losses.sum(), outputs, retain_graph=retain_graph)
+                cols.append(torch.log1p(g.detach().float().reshape(len(l), -1).norm(dim=1)))
+        return torch.stack(cols, dim=1)
+
+    def weights(self, feats: torch.Tensor) -> torch.Tensor:
+        """Omega's weights for ``feats`` (normalised to mean 1 when ``normalize``), with graph."""
+        w = self.rescaler(feats)
+        if self.normalize:
+            w = w / w.mean().clamp_min(1e-12)
+        return w
+
+    @torch.no_grad()
+    def sample_weights(self, learner, batch) -> torch.Tensor:
+        """Current weights of the samples of ``batch`` (no statistics update, no meta step)."""
+        with torch.enable_grad():
+            losses, outputs = learner.per_sample_loss(batch)
+            feats = self.compute_features(losses, outputs, update_stats=False)
+        return self.weights(feats)
+
+    # ------------------------------------------------------------------ meta step
+    def validation_batch(self, learner, size: int):
+        if self.val != "sampled":
+            return learner.sample_batch(size)
+        pool_size = size * max(1, self.pool)
+        pool = learner.sample_batch(pool_size)
+        w = self.sample_weights(learner, pool)
+        idx = torch.multinomial(w.clamp_min(1e-12), size, replacement=False)
+        return index_batch(pool, idx, pool_size)
+
+    def meta_step(self, learner, batch) -> torch.Tensor:
+        """One look-ahead update of Omega; returns the training batch's features."""
+        net = learner.network
+        named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+        losses, outputs = learner.per_sample_loss(batch)
+        feats = self.compute_features(losses, outputs, update_stats=True, retain_graph=True)
+        w = self.weights(feats)
+        grads = torch.autograd.grad((w * losses).mean(), [p for _, p in named], create_graph=True,
+                                    allow_unused=True)
+        alpha = self.inner_lr or float(learner.optimizer.param_groups[0]["lr"])
+        fast = {n: (p if g is None else p - alpha * g) for (n, p), g in zip(named, grads)}
+        size = self.val_size or len(losses)
+        val = self.validation_batch(learner, size)
+        val_losses, _ = learner.per_sample_loss(val, params=fast)
+        if self.val == "weighted":
+            with torch.no_grad():
+                vw = self.sample_weights(learner, val)
+            meta_loss = (vw * val_losses).mean()
+        else:
+            meta_loss = val_losses.mean()
+        self.meta_opt.zero_grad(set_to_none=True)
+        meta_loss.backward(inputs=list(self.rescaler.parameters()))
+        self.meta_opt.step()
+        self.meta_steps += 1
+        self.last_meta_loss = float(meta_loss.detach())
+        return feats
+
+    # ------------------------------------------------------------------ the hook
+    def transform_loss(self, run, per_sample_loss, batch):
+        learner = run.learner
+        self.updates += 1
+        if self.updates <= self.warmup:
+            return per_sample_loss
+        if (self.updates - self.warmup - 1) % self.every == 0:
+            feats = self.meta_step(learner, batch)
+        else:
+            losses, outputs = learner.per_sample_loss(batch)
+            feats = self.compute_features(losses, outputs, update_stats=True)
+        with torch.no_grad():
+            w = self.weights(feats).to(per_sample_loss.dtype)
+        self.last_weights = w
+        logger = getattr(run, "logger", None)
+        if logger is not None and self.updates % 100 == 0:
+            step = getattr(run, "global_step", self.updates)
+            logger.scalar("train/meta_rescale_weight_std", float(w.std()) if w.numel() > 1 else 0.0, step)
+            logger.scalar("train/meta_rescale_weight_min", float(w.min()), step)
+            logger.scalar("train/meta_rescale_meta_loss", self.last_meta_loss, step)
+        return per_sample_loss * w
+
+    def state_dict(self):
+        return {"rescaler": {k: v.cpu() for k, v in self.rescaler.state_dict().items()},
+                "meta_opt": self.meta_opt.state_dict(), "loss_mean": self.loss_mean.cpu(),
+                "loss_var": self.loss_var.cpu(), "stats_ready": self.stats_ready, "updates": self.updates,
+                "meta_steps": self.meta_steps}
+
+    def load_state_dict(self, state):
+        if state:
+            self.rescaler.load_state_dict(state["rescaler"])
+            self._pending = state["meta_opt"]
+            self.loss_mean = state["loss_mean"].clone()
+            self.loss_var = state["loss_var"].clone()
+            self.stats_ready, self.updates, self.meta_steps = state["stats_ready"], state["updates"], state["meta_steps"]
+
+
+def from_config(cfg) -> MetaRescale:
+    for name in ("meta_hidden", "meta_every", "meta_pool"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')}: must be > 0, got {getattr(cfg, name)}")
+    for name in ("meta_val_size", "meta_warmup"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(cfg, name)}")
+    if not cfg.meta_lr > 0:
+        raise UserError(f"--meta-lr: must be > 0, got {cfg.meta_lr}")
+    if not cfg.meta_inner_lr >= 0:
+        raise UserError(f"--meta-inner-lr: must be >= 0 (0 = the learner's lr), got {cfg.meta_inner_lr}")
+    return MetaRescale(cfg.meta_features, cfg.meta_hidden, cfg.meta_output, cfg.meta_normalize, cfg.meta_lr,
+                       cfg.meta_inner_lr, cfg.meta_every, cfg.meta_val, cfg.meta_val_size, cfg.meta_pool,
+                       cfg.meta_warmup, cfg.meta_reset_per_task)
+
+
+@INTERVENTIONS.register("meta-rescale", "Meta loss-rescaling (crl's STORM-like design, Heck et al. 2025): a meta-"
+                                        "learned rescaler weights each sample's loss (look-ahead meta step)")
+def meta_rescale(cfg) -> MetaRescale:
+    return from_config(cfg)

@@ -1,0 +1,563 @@
+"""Runner hooks that log plasticity and forgetting metrics, and the TensorBoard views.
+
+:func:`default_hooks` is what every run gets (``crl.api.extra_hooks``):
+
+:class:`PlasticityHook` (on when ``--metrics-every`` > 0)
+    Every ``metrics_every`` env steps, on the learner's fixed probe batch of the current task
+    (``learner.probe_batch(task)``), network in eval mode (no running-statistic updates):
+
+    ========================================  ==================================================
+    tag                                       meaning (functions of :mod:`crl.metrics.plasticity`)
+    ========================================  ==================================================
+    ``plasticity/<L>/dormant_redo_tau<t>``     ReDo dormant fraction of hidden layer ``L``, t in
+                                              {0, 0.025, 0.1} (Sokar et al. 2023)
+    ``plasticity/dormant_redo_tau<t>``         total dormant / total units over hidden layers
+                                              (output layer excluded; Dopamine's weighting)
+    ``plasticity/<L>/active_fraction``         FAU of layer ``L`` (ReLU: share of non-zero outputs;
+                                              tanh/sigmoid: non-saturated); layers with another
+                                              activation are skipped
+    ``plasticity/active_fraction``             unit-weighted mean of the per-layer FAU
+    ``plasticity/srank_0.01``                  srank, delta 0.01 (Kumar et al. 2021), of the
+                                              penultimate features (input of the output layer)
+    ``plasticity/effective_rank``              effective rank (Roy & Vetterli 2007), same features
+    ``plasticity/stable_rank``                 classical stable rank ``||F||_F^2/||F||_2^2``
+    ``plasticity/feature_norm``                ``mean_x ||phi(x)||_2`` of the penultimate features
+    ``plasticity/feature_var_per_unit``        ``mean_j Var_x phi_j(x)`` (population variance)
+    ``plasticity/predictive_entropy``          mean softmax entropy (nats) of the outputs, for
+                                              categorical heads and classifiers only
+    ``plasticity/<P>/weight_norm``             ``||W_P||_F`` of parameter layer ``P``
+    ``plasticity/<P>/drift_init``              ``||W_P - W_P(init)||_F``
+    ``plasticity/<P>/drift_task``              ``||W_P - W_P(start of current task)||_F``
+    ``plasticity/<P>/grad_norm``               ``||grad W_P||_F`` before clipping
+    ``plasticity/<P>/effective_lr``            ``||Delta W_P||_F / ||W_P||_F`` over one optimizer step
+    ``plasticity/{weight_norm,drift_init,     the same over all parameters of the network (for
+    drift_task,grad_norm,effective_lr}``       ``grad_norm``: what ``clip_grad_norm_`` returns)
+    ``plasticity/probe_loss_reduction``        probe-task plasticity (Lyle et al. 2023):
+    ``plasticity/probe_loss_after``            :func:`~crl.metrics.plasticity.plasticity_probe` on a
+                                              copy, ``probe_steps`` Adam steps at ``probe_lr`` on
+                                              all parameters, targets ``f(X) + N(0, 1)``; every
+                                              ``probe_every``-th metric step with a probe
+                                              batch (the first included)
+    ``perf/metrics_seconds``                   wall seconds spent in this hook so far
+    ========================================  ==================================================
+
+    Hidden layers ``L`` are ``network.hidden_activations()`` (names of their blocks, e.g.
+    ``torso.blocks.0``); parameter layers ``P`` are the modules owning parameters (e.g.
+    ``torso.blocks.0.layer``, ``torso.blocks.0.norm``, ``output``), measured on their ``weight``
+    tensor (all their own parameters if they have no ``weight``).
+
+    Cost: on other steps the hook compares one counter. At a metric step it *arms* itself
+    (snapshots the parameters and registers post-accumulate-grad hooks on them, so the norms
+    of the gradients before any clipping are read during the next backward pass) and fires
+    after the next optimizer step: update = parameters now minus the snapshot (including
+    whatever hooks before this one did, e.g. NaP's projection), gradient norms, then the
+    forward metrics. Values are logged at the env step of that second optimizer step.
+    The hook uses no global RNG (the probe forks it), so training is bit-identical with
+    metrics on or off.
+
+:class:`ForgettingHook`
+    At each task end and at run end, from the eval matrix rows filled so far: ``forgetting/``
+    ``avg_final``, ``avg_seen``, ``avg_forgetting`` (max - last), ``max_minus_last``,
+    ``first_minus_last``, ``bwt``, ``fwt``, ``num_tasks`` (:mod:`crl.metrics.forgetting`).
+    Rows and columns are stream positions (a task repeated in a later cycle is a new column
+    holding that task's scores), so the matrix is square with cycles too. ``fwt`` is
+    Avalanche's form ``R[i-1, i] - R[init, i]``: when the stream has more than one task the
+    hook evaluates every task once before training (``run.evaluate()`` at step 0, which also
+    logs ``eval/<task>/score`` there). Non-finite values are not logged.
+
+:class:`TensorBoardViews`
+    A custom-scalars layout (one category for the network, one per layer, one for forgetting
+    and eval), the eval matrix as an image (``eval_matrix``) at each task end, and the HParams
+    entry (every config field, final ``eval/``, ``forgetting/``, ``train/episode_return`` and
+    network-level ``plasticity/`` values) at run end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+import warnings
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from crl.errors import UserError
+from crl.hooks import Hook
+from crl.metrics import forgetting as F
+from crl.metrics import plasticity as P
+
+TAUS = (0.0, 0.025, 0.1)
+SRANK_DELTA = 0.01
+PARAM_METRICS = ("weight_norm", "drift_init", "drift_task", "grad_norm", "effective_lr")
+UNIT_METRICS = tuple(f"dormant_redo_tau{t:g}" for t in TAUS) + ("active_fraction",)
+NETWORK_METRICS = (
+    UNIT_METRICS
+    + (f"srank_{SRANK_DELTA:g}", "effective_rank", "stable_rank", "feature_norm", "feature_var_per_unit")
+    + PARAM_METRICS
+    + ("predictive_entropy", "probe_loss_reduction", "probe_loss_after")
+)
+FORGETTING_METRICS = ("avg_final", "avg_seen", "avg_forgetting", "max_minus_last", "first_minus_last", "bwt", "fwt",
+                      "num_tasks")
+_FAU_KIND = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+
+
+# ----------------------------------------------------------------------------- network introspection
+
+
+def hidden_layers(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` whose outputs are post-activation hidden features (output layer excluded)."""
+    if hasattr(network, "hidden_activations"):
+        return list(network.hidden_activations())
+    return []
+
+
+def parameter_layers(network: nn.Module) -> dict[str, list[str]]:
+    """Layer name -> names (in ``network.named_parameters()``) of the tensors measured for it."""
+    layers: dict[str, list[str]] = {}
+    for mod_name, module in network.named_modules():
+        own = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        chosen = ["weight"] if "weight" in own else own
+        layers[mod_name or "network"] = [f"{mod_name}.{n}" if mod_name else n for n in chosen]
+    return layers
+
+
+def _current_step(run) -> int:
+    """Env steps so far; learners expose ``env_steps`` (the runner's counter moves per chunk)."""
+    step = getattr(run.learner, "env_steps", None)
+    return int(run.global_step if step is None else step)
+
+
+def _snapshot(network: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in network.named_parameters()}
+
+
+# ----------------------------------------------------------------------------- plasticity
+
+
+class PlasticityHook(Hook):
+    """Plasticity metrics every ``every`` env steps on the learner's probe batch (module docstring)."""
+
+    name = "plasticity"
+
+    def __init__(self, every: int, taus=TAUS, srank_delta: float = SRANK_DELTA, probe_every: int = 10,
+                 probe_steps: int = 100, probe_lr: float = 1e-3, seed: int = 0):
+        if every <= 0:
+            raise UserError(f"--metrics-every: must be > 0 for the plasticity hook, got {every}")
+        self.every, self.taus, self.srank_delta = int(every), tuple(taus), srank_delta
+        self.probe_every, self.probe_steps, self.probe_lr, self.seed = probe_every, probe_steps, probe_lr, seed
+        self.next_at = self.every
+        self.count = 0  # metric steps done
+        self.forward_count = 0  # metric steps that had a probe batch (the probe runs on every probe_every-th)
+        self.seconds = 0.0
+        self.init_params: dict[str, torch.Tensor] | None = None
+        self.task_params: dict[str, torch.Tensor] | None = None
+        self._armed = False
+        self._before: dict[str, torch.Tensor] = {}
+        self._grad_sq: dict[str, torch.Tensor] = {}
+        self._handles: list[Any] = []
+        self._warned: set[str] = set()
+
+    # ---------------------------------------------------------------- events
+    def on_run_start(self, run) -> None:
+        net = run.learner.network
+        if self.init_params is None:
+            self.init_params = _snapshot(net)
+        else:  # restored from a checkpoint: follow the network's device
+            self.init_params = self._to_device(self.init_params, net)
+            if self.task_params is not None:
+                self.task_params = self._to_device(self.task_params, net)
+        self.next_at = max(self.next_at, (_current_step(run) // self.every + 1) * self.every)
+
+    def on_task_start(self, run, task_index: int, task) -> None:
+        self.task_params = _snapshot(run.learner.network)
+
+    def after_optimizer_step(self, run) -> None:
+        if self._armed:
+            t0 = time.perf_counter()
+            self._fire(run)
+            self.seconds += time.perf_counter() - t0
+            run.logger.scalar("perf/metrics_seconds", self.seconds, _current_step(run))
+        elif _current_step(run) >= self.next_at:
+            t0 = time.perf_counter()
+            self._arm(run.learner.network)
+            self.seconds += time.perf_counter() - t0
+
+    def on_run_end(self, run) -> None:
+        self._disarm()
+
+    # ---------------------------------------------------------------- arm / fire
+    def _arm(self, net: nn.Module) -> None:
+        self._before = _snapshot(net)
+        self._grad_sq = {}
+        for name, p in net.named_parameters():
+            if p.requires_grad:
+                self._handles.append(p.register_post_accumulate_grad_hook(partial(self._record_grad, name)))
+        self._armed = True
+
+    def _record_grad(self, name: str, param: torch.Tensor) -> None:
+        # After accumulation into .grad and before the learner clips it; overwritten by a later
+        # backward of the same step, so the value is the gradient the optimizer step used.
+        if param.grad is not None:
+            self._grad_sq[name] = param.grad.detach().float().pow(2).sum()
+
+    def _disarm(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._armed = False
+
+    def _fire(self, run) -> None:
+        self._disarm()
+        net, step = run.learner.network, _current_step(run)
+        values: dict[str, float] = {}
+        self._guard("parameters", values, self._parameter_metrics, net)
+        probe = self._probe_batch(run)
+        if probe is not None:
+            self._guard("features", values, self._forward_metrics, run, net, probe)
+            if self.forward_count % self.probe_every == 0:
+                self._guard("probe", values, self._probe_metrics, net, probe)
+            self.forward_count += 1
+        self._before, self._grad_sq = {}, {}
+        for tag, value in values.items():
+            if math.isfinite(value):
+                run.logger.scalar(f"plasticity/{tag}", value, step)
+        self.count += 1
+        self.next_at = (step // self.every + 1) * self.every
+
+    def _guard(self, what: str, values: dict, fn, *args) -> None:
+        """Metrics never stop a run: a diverged network (NaN) is warned about once and skipped."""
+        try:
+            values.update(fn(*args))
+        except UserError as err:
+            if what not in self._warned:
+                self._warned.add(what)
+                warnings.warn(f"plasticity metrics ({what}) skipped: {err}", stacklevel=2)
+
+    @staticmethod
+    def _probe_batch(run):
+        getter = getattr(run.learner, "probe_batch", None)
+        return None if getter is None else getter(run.task)
+
+    # ---------------------------------------------------------------- parameter metrics
+    @torch.no_grad()
+    def _parameter_metrics(self, net: nn.Module) -> dict[str, float]:
+        params = dict(net.named_parameters())
+        out: dict[str, float] = {}
+
+        def group(names: list[str], prefix: str) -> None:
+            cur = [params[n] for n in names]
+            out[prefix + "weight_norm"] = P.weight_norm(cur)
+            for key, ref in (("drift_init", self.init_params), ("drift_task", self.task_params)):
+                if ref is not None and all(n in ref and ref[n].shape == params[n].shape for n in names):
+                    out[prefix + key] = P.drift(cur, [ref[n] for n in names])
+            if all(n in self._grad_sq for n in names):
+                out[prefix + "grad_norm"] = math.sqrt(sum(float(self._grad_sq[n]) for n in names))
+            if all(n in self._before and self._before[n].shape == params[n].shape for n in names):
+                before = [self._before[n] for n in names]
+                out[prefix + "effective_lr"] = P.effective_lr([c - b for c, b in zip(cur, before)], before)
+
+        for layer, names in parameter_layers(net).items():
+            group(names, f"{layer}/")
+        group([n for n, p in params.items() if p.requires_grad], "")
+        return out
+
+    # ---------------------------------------------------------------- forward metrics
+    @torch.no_grad()
+    def _forward_metrics(self, run, net: nn.Module, probe: torch.Tensor) -> dict[str, float]:
+        layers = hidden_layers(net)
+        acts: dict[str, torch.Tensor] = {}
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep(name, module, inputs, output) -> None:  # returns None: the output is left as is
+            acts.setdefault(name, output)
+
+        def keep_features(module, inputs, output) -> None:
+            captured.setdefault("features", inputs[0])
+
+        handles = [m.register_forward_hook(partial(keep, name)) for name, m in layers]
+        output_layer = getattr(net, "output_layer", None)
+        if isinstance(output_layer, nn.Module):
+            handles.append(output_layer.register_forward_hook(keep_features))
+        modes = [(m, m.training) for m in net.modules()]
+        try:
+            net.eval()
+            output = net(probe)
+        finally:
+            for h in handles:
+                h.remove()
+            for m, mode in modes:
+                m.training = mode
+        features = captured.get("features")
+        if features is None and hasattr(net, "features"):
+            features = net.features(probe)
+
+        out: dict[str, float] = {}
+        if acts:
+            for name, a in acts.items():
+                for t in self.taus:
+                    out[f"{name}/dormant_redo_tau{t:g}"] = P.dormant_fraction(a, t)
+            for t in self.taus:
+                out[f"dormant_redo_tau{t:g}"] = P.overall_dormant_fraction(acts, t)
+            fau_sum, fau_units = 0.0, 0
+            modules = dict(layers)
+            for name, a in acts.items():
+                kind = _FAU_KIND.get(type(modules[name]))
+                if kind is None:
+                    continue
+                fau = P.active_fraction(a, kind)
+                out[f"{name}/active_fraction"] = fau
+                fau_sum, fau_units = fau_sum + fau * a.shape[1], fau_units + a.shape[1]
+            if fau_units:
+                out["active_fraction"] = fau_sum / fau_units
+        if features is not None:
+            f = features.detach().flatten(1)
+            out[f"srank_{self.srank_delta:g}"] = float(P.srank(f, self.srank_delta))
+            out["effective_rank"] = P.effective_rank(f)
+            out["stable_rank"] = P.stable_rank(f)
+            out["feature_norm"] = P.feature_norm(f)
+            out["feature_var_per_unit"] = P.per_unit_variance(f)
+        if self._categorical(run, net) and isinstance(output, torch.Tensor):
+            out["predictive_entropy"] = P.predictive_entropy(output)
+        return out
+
+    @staticmethod
+    def _categorical(run, net) -> bool:
+        head = getattr(net, "head", None)
+        if head is not None and hasattr(head, "categorical"):
+            return bool(head.categorical)
+        return getattr(run.scenario, "kind", "rl") == "supervised"  # classifiers output class logits
+
+    def _probe_metrics(self, net: nn.Module, probe: torch.Tensor) -> dict[str, float]:
+        r = P.plasticity_probe(net, probe, steps=self.probe_steps, lr=self.probe_lr, seed=self.seed + self.count)
+        return {"probe_loss_reduction": r["reduction"], "probe_loss_after": r["loss_after"]}
+
+    # ---------------------------------------------------------------- resume
+    @staticmethod
+    def _to_device(params: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+        dev = {n: p.device for n, p in net.named_parameters()}
+        return {n: t.to(dev.get(n, t.device)) for n, t in params.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        cpu = lambda d: None if d is None else {k: v.cpu() for k, v in d.items()}  # noqa: E731
+        return {"next_at": self.next_at, "count": self.count, "forward_count": self.forward_count,
+                "seconds": self.seconds,
+                "init_params": cpu(self.init_params), "task_params": cpu(self.task_params)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.next_at, self.count, self.seconds = state["next_at"], state["count"], state["seconds"]
+            self.forward_count = state.get("forward_count", 0)
+            self.init_params, self.task_params = state["init_params"], state["task_params"]
+
+
+# ----------------------------------------------------------------------------- forgetting
+
+
+def stream_columns(run) -> list[int]:
+    """Scenario-task column of each stream position (cycles unrolled)."""
+    names = [t.name for t in run.scenario.tasks]
+    return [names.index(t.name) for t in run.stream]
+
+
+def stream_matrix(eval_matrix: Any, columns: list[int], rows: int) -> np.ndarray:
+    """Square ``rows x rows`` matrix over stream positions: ``S[i, j] = E[i, columns[j]]``."""
+    e = np.asarray(eval_matrix, dtype=np.float64)[:rows]
+    return e[:, columns[:rows]]
+
+
+class ForgettingHook(Hook):
+    """``forgetting/*`` from the eval matrix rows so far, at each task end and at run end."""
+
+    name = "forgetting"
+
+    def __init__(self, eval_at_init: bool = True):
+        self.eval_at_init = eval_at_init
+        self.init_scores: list[float] | None = None
+        self._logged: tuple[int, int] | None = None  # (rows, step) logged by this process
+
+    def on_run_start(self, run) -> None:
+        if self.eval_at_init and self.init_scores is None and run.global_step == 0 and len(run.stream) > 1:
+            self.init_scores = [float(s) for s in run.evaluate()]
+
+    def on_task_end(self, run, task_index: int, task) -> None:
+        self.log(run, task_index + 1)
+
+    def on_run_end(self, run) -> None:
+        filled = int((~np.isnan(np.asarray(run.eval_matrix, dtype=np.float64))).any(axis=1).sum())
+        if filled and self._logged != (filled, run.global_step):
+            self.log(run, filled)
+
+    def values(self, run, rows: int) -> dict[str, float]:
+        cols = stream_columns(run)
+        R = stream_matrix(run.eval_matrix, cols, rows)
+        baseline = None if self.init_scores is None else [self.init_scores[c] for c in cols[:rows]]
+        s = F.summarize(R, baseline=baseline)
+        out = {"avg_final": s["avg_final"], "avg_seen": float(F.average_seen(R)[-1]),
+               "avg_forgetting": s["avg_forgetting"], "max_minus_last": s["forgetting_max_minus_last"],
+               "first_minus_last": s["forgetting_first_minus_last"], "bwt": s["bwt"],
+               "num_tasks": float(s["num_tasks"])}
+        if baseline is not None or rows == 1:
+            out["fwt"] = s["fwt"]
+        return out
+
+    def log(self, run, rows: int) -> None:
+        for key, value in self.values(run, rows).items():
+            if math.isfinite(value):
+                run.logger.scalar(f"forgetting/{key}", value, run.global_step)
+        self._logged = (rows, run.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"init_scores": self.init_scores}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.init_scores = state["init_scores"]
+
+
+# ----------------------------------------------------------------------------- TensorBoard views
+
+
+def _rx(tag: str) -> str:
+    return re.escape(tag) + "$"
+
+
+def scalars_layout(network: nn.Module | None) -> dict[str, dict[str, list]]:
+    """Custom-scalars layout: network-level plasticity, one category per layer, forgetting, eval.
+
+    Chart entries are regular expressions (TensorBoard matches them from the start of a tag).
+    A hidden layer's category also holds its parameter layers (``<L>.layer``, ``<L>.norm``...).
+    """
+    p = "plasticity/"
+    layout: dict[str, dict[str, list]] = {
+        "plasticity: network": {
+            "dormant units (ReDo, unit-weighted)": ["Multiline", [re.escape(p) + r"dormant_redo_tau[^/]*$"]],
+            "active fraction": ["Multiline", [_rx(p + "active_fraction")]],
+            "feature rank": ["Multiline", [_rx(f"{p}srank_{SRANK_DELTA:g}"), _rx(p + "effective_rank"),
+                                           _rx(p + "stable_rank")]],
+            "features": ["Multiline", [_rx(p + "feature_norm"), _rx(p + "feature_var_per_unit")]],
+            "weight norm and drift": ["Multiline", [_rx(p + m) for m in ("weight_norm", "drift_init", "drift_task")]],
+            "gradient norm (before clipping)": ["Multiline", [_rx(p + "grad_norm")]],
+            "effective learning rate": ["Multiline", [_rx(p + "effective_lr")]],
+            "predictive entropy": ["Multiline", [_rx(p + "predictive_entropy")]],
+            "probe-task plasticity": ["Multiline", [_rx(p + "probe_loss_reduction"), _rx(p + "probe_loss_after")]],
+        }
+    }
+    if network is not None:
+        hidden = [name for name, _ in hidden_layers(network)]
+        owners: dict[str, list[str]] = {h: [] for h in hidden}
+        for layer in parameter_layers(network):
+            owner = next((h for h in hidden if layer == h or layer.startswith(h + ".")), None)
+            owners.setdefault(owner or layer, [])
+        for layer in owners:
+            base = re.escape(p + layer) + (r"(\.[^/]+)?/" if layer in hidden else "/")
+            charts = {}
+            if layer in hidden:
+                charts["dormant units (ReDo)"] = ["Multiline", [base + r"dormant_redo_tau[^/]*$"]]
+                charts["active fraction"] = ["Multiline", [base + "active_fraction$"]]
+            charts["weight norm"] = ["Multiline", [base + "weight_norm$"]]
+            charts["drift (init, task start)"] = ["Multiline", [base + "drift_(init|task)$"]]
+            charts["gradient norm (before clipping)"] = ["Multiline", [base + "grad_norm$"]]
+            charts["effective learning rate"] = ["Multiline", [base + "effective_lr$"]]
+            layout[f"plasticity: {layer}"] = charts
+    f = "forgetting/"
+    layout["forgetting"] = {
+        "forgetting": ["Multiline", [_rx(f + m) for m in ("max_minus_last", "first_minus_last", "avg_forgetting")]],
+        "average score": ["Multiline", [_rx(f + "avg_final"), _rx(f + "avg_seen")]],
+        "transfer": ["Multiline", [_rx(f + "bwt"), _rx(f + "fwt")]],
+        "tasks trained": ["Multiline", [_rx(f + "num_tasks")]],
+    }
+    layout["eval"] = {"score per task": ["Multiline", [r"eval/[^/]+/score$"]]}
+    return layout
+
+
+def eval_matrix_figure(matrix: Any, row_labels: list[str], col_labels: list[str]):
+    """Heatmap of ``R[i, j]`` (not-yet-evaluated rows blank), annotated when small."""
+    from matplotlib.figure import Figure
+
+    R = np.asarray(matrix, dtype=np.float64)
+    rows, cols = R.shape
+    fig = Figure(figsize=(max(4.0, 1.0 + 0.7 * cols), max(3.0, 1.0 + 0.45 * rows)), dpi=100)
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax)
+    ax.set_xticks(range(cols), col_labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(rows), row_labels, fontsize=8)
+    ax.set_xlabel("evaluated task j")
+    ax.set_ylabel("after training stream position i")
+    ax.set_title("eval matrix R[i, j]", fontsize=9)
+    if rows <= 16 and cols <= 16:
+        finite = R[np.isfinite(R)]
+        mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+        for i in range(rows):
+            for j in range(cols):
+                if np.isfinite(R[i, j]):
+                    ax.text(j, i, f"{R[i, j]:.3g}", ha="center", va="center", fontsize=7,
+                            color="black" if R[i, j] > mid else "white")
+    fig.tight_layout()
+    return fig
+
+
+def hparam_values(cfg) -> dict[str, Any]:
+    """Every config field, as the HParams plugin accepts them (int, float, str, bool)."""
+    out = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        out[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def final_metric_tags(latest: dict[str, float]) -> dict[str, float]:
+    """Latest values of the tags the HParams table shows (finite ones only)."""
+    keep = {}
+    for tag, value in latest.items():
+        network_level = tag.startswith("plasticity/") and tag.count("/") == 1
+        if (tag.startswith(("eval/", "forgetting/", "train/episode_return")) or network_level) and math.isfinite(value):
+            keep[tag] = value
+    return keep
+
+
+class TensorBoardViews(Hook):
+    """Custom-scalars layout at run start, eval-matrix image at task ends, HParams at run end."""
+
+    name = "tensorboard_views"
+
+    def __init__(self):
+        self._image_at: int | None = None
+
+    def on_run_start(self, run) -> None:
+        run.logger.custom_scalars(scalars_layout(getattr(run.learner, "network", None)))
+
+    def on_task_end(self, run, task_index: int, task) -> None:
+        self._image(run)
+
+    def on_run_end(self, run) -> None:
+        if self._image_at != run.global_step:
+            self._image(run)
+        run.logger.hparams(hparam_values(run.config), final_metric_tags(run.logger.latest))
+        run.logger.flush()
+
+    def _image(self, run) -> None:
+        cycles = getattr(run.scenario, "cycles", 1)
+        n = len(run.scenario.tasks)
+        rows = [t.name if cycles == 1 else f"{t.name} (cycle {i // n})" for i, t in enumerate(run.stream)]
+        fig = eval_matrix_figure(run.eval_matrix, rows, [t.name for t in run.scenario.tasks])
+        run.logger.figure("eval_matrix", fig, run.global_step)
+        self._image_at = run.global_step
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def default_hooks(cfg) -> list[Hook]:
+    """Hooks every run gets (``crl.api.extra_hooks``): forgetting, TensorBoard views and, when
+    ``cfg.metrics_every > 0``, plasticity metrics at that cadence."""
+    hooks: list[Hook] = []
+    if cfg.metrics_every > 0:
+        hooks.append(PlasticityHook(cfg.metrics_every, seed=cfg.seed))
+    hooks += [ForgettingHook(), TensorBoardViews()]
+    return hooks

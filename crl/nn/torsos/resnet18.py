@@ -1,0 +1,84 @@
+"""Reduced ResNet-18 of the continual-learning literature (``--torso resnet18``).
+
+The backbone of GEM (Lopez-Paz & Ranzato, "Gradient Episodic Memory for Continual Learning",
+NeurIPS 2017, arXiv 1706.08840; ``facebookresearch/GradientEpisodicMemory: model/common.py``,
+``ResNet18(nclasses, nf=20)``) that mammoth, DER++ and AdaB2N reuse: ResNet-18's layout
+(He et al. 2016) with ``nf = 20`` instead of 64 channels in the first stage, a 3x3 stride-1
+stem without max-pool, four stages of two BasicBlocks with ``nf, 2nf, 4nf, 8nf`` channels
+(strides 1, 2, 2, 2), global average pooling and ``8 nf = 160`` features (about 1.1 M
+parameters with a 10-class output layer). Written from that description, not copied.
+
+Differences from GEM's code:
+
+* every BatchNorm is ``--norm`` through :mod:`crl.nn.blocks` (``none``: plain convs with bias;
+  ``batchnorm`` reproduces the original), so all norms and NaP apply;
+* GEM pools with ``avg_pool2d(out, 4)``, which assumes 32x32 inputs (a 4x4 final map); crl
+  uses adaptive average pooling to 1x1, identical at 32x32 and also defined for 28x28 MNIST
+  or 8x8 digits;
+* the post-addition ReLU of each block is a ``PreNormAct`` with norm ``none``, so metrics see
+  it as a hidden activation;
+* with a norm that fuses its nonlinearity (EvoNorm), the un-activated norms (after the second
+  conv and on the shortcut) keep EvoNorm's nonlinearity (the EvoNorm paper uses an affine-only
+  variant there).
+
+Width: ``--resnet-width`` (nf, default 20). Input: any ``(C, H, W)``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from crl.errors import UserError
+from crl.nn.blocks import Block, PreNormAct, conv_block
+from crl.nn.torsos.nature import check_image
+from crl.registry import TORSOS
+
+
+def _conv_norm(in_ch: int, out_ch: int, kernel: int, stride: int, norm: str) -> Block:
+    """``Conv -> norm`` without activation (second conv of a block, projection shortcut)."""
+    pad = kernel // 2
+    return Block(lambda bias: nn.Conv2d(in_ch, out_ch, kernel, stride, pad, bias=bias), out_ch, norm, dims=2,
+                 act=False)
+
+
+class BasicBlock(nn.Module):
+    """``relu(norm(conv(relu(norm(conv(x))))) + shortcut(x))``."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1 = conv_block(in_ch, out_ch, 3, stride, norm, padding=1)
+        self.conv2 = _conv_norm(out_ch, out_ch, 3, 1, norm)
+        self.shortcut = (_conv_norm(in_ch, out_ch, 1, stride, norm) if stride != 1 or in_ch != out_ch
+                         else nn.Identity())
+        self.out_act = PreNormAct(out_ch, "none")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class ResNet18Torso(nn.Module):
+    def __init__(self, in_channels: int, nf: int, norm: str):
+        super().__init__()
+        self.stem = conv_block(in_channels, nf, 3, 1, norm, padding=1)
+        blocks, ch = [], nf
+        for mult, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
+            out = nf * mult
+            blocks += [BasicBlock(ch, out, stride, norm), BasicBlock(out, out, 1, norm)]
+            ch = out
+        self.stages = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_features = ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return self.pool(self.stages(self.stem(x))).flatten(1)
+
+
+@TORSOS.register("resnet18", "reduced ResNet-18 of GEM/mammoth/AdaB2N (nf = --resnet-width, 20), norm = --norm; "
+                             "for CIFAR-size images", conv=False)
+def resnet18(obs_shape: tuple, cfg) -> ResNet18Torso:
+    check_image(obs_shape, "resnet18")
+    nf = getattr(cfg, "resnet_width", 20)
+    if nf <= 0:
+        raise UserError(f"--resnet-width: must be > 0, got {nf}")
+    return ResNet18Torso(obs_shape[0], nf, cfg.norm)

@@ -1,0 +1,352 @@
+"""Dataset loaders in the standard on-disk formats, plus the tensor dataset every built-in
+supervised scenario uses.
+
+Nothing is downloaded: CIFAR and MNIST are read from ``--data-dir`` in their standard file
+formats (a missing file is one :class:`~crl.errors.UserError` saying where to put it);
+scikit-learn's digits ship with scikit-learn.
+
+=============  ==========================================================================
+digits         ``sklearn.datasets.load_digits``: 1,797 grey 8x8 images, values 0-16,
+               10 classes. Fixed split (no seed): per class, the first 80 % of its samples
+               in scikit-learn's order train, the rest test (1,438 / 359).
+mnist          ``<data-dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``
+               (IDX, uncompressed; a ``.gz`` beside it is read too). The layout torchvision
+               and Avalanche use. IDX format (LeCun & Cortes, "THE MNIST DATABASE"): big-endian
+               int32 magic ``0x00000803`` (images) / ``0x00000801`` (labels), then the
+               dimension sizes as int32, then uint8 data.
+cifar10        ``<data-dir>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``:
+               Python pickles of dicts ``{"data": uint8 (N, 3072), "labels": [...]}``, rows
+               3x32x32 channel-major (Krizhevsky 2009, "Learning Multiple Layers of Features
+               from Tiny Images"; https://www.cs.toronto.edu/~kriz/cifar.html).
+cifar100       ``<data-dir>/cifar-100-python/{train, test, meta}``, labels in ``fine_labels``.
+=============  ==========================================================================
+
+Inputs are kept in their storage dtype (uint8 for images) and turned into normalised floats
+per batch, on the device, by :class:`Normalize` (mean/std: MNIST (0.1307, 0.3081); CIFAR-10
+mammoth's (0.4914, 0.4822, 0.4465) / (0.2470, 0.2435, 0.2615); CIFAR-100 (0.5071, 0.4865,
+0.4409) / (0.2673, 0.2564, 0.2762), the usual published statistics, unverified here).
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from crl.errors import UserError
+
+DATASETS = ("digits", "mnist", "cifar10", "cifar100")
+
+
+# ----------------------------------------------------------------------------- tensors
+
+
+class Normalize:
+    """Batch transform ``(x * scale - mean) / std`` per channel, in float32 (picklable)."""
+
+    def __init__(self, scale: float, mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)):
+        self.scale, self.mean, self.std = float(scale), tuple(mean), tuple(std)
+        self._cache: dict = {}
+
+    def _stats(self, x: torch.Tensor):
+        key = (x.device, x.dim())
+        if key not in self._cache:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            mean = torch.tensor(self.mean, device=x.device).view(shape)
+            std = torch.tensor(self.std, device=x.device).view(shape)
+            self._cache[key] = (mean, std)
+        return self._cache[key]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return (x.float() * self.scale - mean) / std
+
+    def __getstate__(self):
+        return {"scale": self.scale, "mean": self.mean, "std": self.std, "_cache": {}}
+
+    def __repr__(self) -> str:
+        return f"Normalize(scale={self.scale}, mean={self.mean}, std={self.std})"
+
+
+class PixelPermute:
+    """Batch transform: a fixed permutation of the input's elements (all axes but the batch),
+    applied after ``base`` (Goodfellow et al. 2013's permuted MNIST; per batch, not per sample)."""
+
+    def __init__(self, perm: torch.Tensor, base: Callable | None = None):
+        self.perm, self.base = perm, base
+        self._on: dict = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.base is not None:
+            x = self.base(x)
+        perm = self._on.get(x.device)
+        if perm is None:
+            perm = self._on[x.device] = self.perm.to(x.device)
+        return x.flatten(1)[:, perm].view(x.shape)
+
+    def __getstate__(self):
+        return {"perm": self.perm, "base": self.base, "_on": {}}
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """``(x, y)`` pairs held as two tensors; ``transform`` maps a *batch* of ``x`` to model input.
+
+    The classifier reads ``x``, ``y`` and ``transform`` directly (no per-sample Python), which is
+    what keeps its epoch time near a plain PyTorch loop. Indexing one item applies the transform
+    to that item alone, so it is also an ordinary ``Dataset``.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: Callable | None = None):
+        if len(x) != len(y):
+            raise UserError(f"dataset: {len(x)} inputs but {len(y)} labels")
+        self.x, self.y, self.transform = x, y.long(), transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        x = self.x[i : i + 1] if isinstance(i, int) else self.x[i]
+        x = self.transform(x) if self.transform is not None else x
+        return (x[0] if isinstance(i, int) else x), self.y[i]
+
+    @property
+    def targets(self) -> torch.Tensor:  # the attribute Avalanche and torchvision datasets carry
+        return self.y
+
+    def subset(self, index, y: torch.Tensor | None = None, transform: Callable | None = ...) -> "ArrayDataset":
+        """The samples at ``index`` (new labels ``y`` / transform if given)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ArrayDataset(self.x[index], self.y[index] if y is None else y,
+                            self.transform if transform is ... else transform)
+
+
+@dataclass
+class Dataset:
+    """A dataset split in train and test, as crl's scenarios use it."""
+
+    name: str
+    train: ArrayDataset
+    test: ArrayDataset
+    num_classes: int
+    class_names: list[str]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+@functools.lru_cache(maxsize=2)
+def load_digits() -> Dataset:
+    """scikit-learn's bundled 8x8 digits (no download), fixed 80/20 split per class."""
+    from sklearn.datasets import load_digits as sk_load
+
+    d = sk_load()
+    x = torch.from_numpy(d.images.astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8), values 0..16
+    y = torch.from_numpy(d.target.astype(np.int64))
+    train_idx, test_idx = [], []
+    for c in range(10):
+        idx = np.flatnonzero(d.target == c)
+        cut = int(round(0.8 * len(idx)))
+        train_idx.extend(idx[:cut])
+        test_idx.extend(idx[cut:])
+    tr, te = torch.tensor(sorted(train_idx)), torch.tensor(sorted(test_idx))
+    tf = Normalize(1.0 / 16.0)
+    return Dataset("digits", ArrayDataset(x[tr], y[tr], tf), ArrayDataset(x[te], y[te], tf), 10,
+                   [str(c) for c in range(10)])
+
+
+# ----------------------------------------------------------------------------- MNIST (IDX)
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzipped): magic ``0 0 dtype ndim``, ndim big-endian int32 sizes, data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise UserError(f"--data-dir: {path} is not an IDX file (bad magic number)")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}i", data[4 : 4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    count = int(np.prod(dims)) if dims else 1
+    body = data[4 + 4 * ndim :]
+    if len(body) < count * dtype.itemsize:
+        raise UserError(f"--data-dir: {path} is truncated ({len(body)} bytes of data, header says "
+                        f"{count * dtype.itemsize})")
+    return np.frombuffer(body, dtype=dtype, count=count).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) as an uncompressed IDX file (tests and data preparation)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
+    Path(path).write_bytes(header + array.tobytes())
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / (name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_mnist(data_dir: str | Path) -> Dataset:
+    folder = Path(data_dir) / "MNIST" / "raw"
+    paths = {k: _find(folder, v) for k, v in MNIST_FILES.items()}
+    missing = [MNIST_FILES[k] for k, p in paths.items() if p is None]
+    if missing:
+        raise UserError(f"--data-dir: MNIST not found: put the four uncompressed IDX files "
+                        f"({', '.join(MNIST_FILES.values())}) in {folder}/ (missing: {', '.join(missing)}); "
+                        f"crl downloads nothing")
+    return _load_mnist_cached(*(str(paths[k]) for k in MNIST_FILES), *(paths[k].stat().st_mtime for k in MNIST_FILES))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_mnist_cached(tri, trl, tei, tel, *_mtimes) -> Dataset:
+    arrays = {}
+    for key, p in zip(MNIST_FILES, (tri, trl, tei, tel)):
+        arrays[key] = read_idx(Path(p))
+    for split in ("train", "test"):
+        xi, yi = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if xi.ndim != 3 or yi.ndim != 1 or len(xi) != len(yi):
+            raise UserError(f"--data-dir: MNIST {split} files disagree: images {xi.shape}, labels {yi.shape}")
+    tf = Normalize(1.0 / 255.0, (0.1307,), (0.3081,))
+
+    def ds(split):
+        x = torch.from_numpy(arrays[f"{split}_images"].astype(np.uint8)).unsqueeze(1)
+        return ArrayDataset(x, torch.from_numpy(arrays[f"{split}_labels"].astype(np.int64)), tf)
+
+    return Dataset("mnist", ds("train"), ds("test"), 10, [str(c) for c in range(10)])
+
+
+# ----------------------------------------------------------------------------- CIFAR (pickles)
+
+CIFAR10_DIR, CIFAR100_DIR = "cifar-10-batches-py", "cifar-100-python"
+CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+CIFAR100_FILES = ["train", "test", "meta"]
+
+
+def _unpickle(path: Path) -> dict[str, Any]:
+    """The CIFAR pickles were written by Python 2: keys may be bytes; normalise them to str."""
+    try:
+        with open(path, "rb") as fh:
+            obj = pickle.load(fh, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise UserError(f"--data-dir: {path} is not a CIFAR python pickle ({err})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"--data-dir: {path} does not hold a dict")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    d = _unpickle(path)
+    if "data" not in d or label_key not in d:
+        raise UserError(f"--data-dir: {path} lacks 'data' or '{label_key}'")
+    data = np.asarray(d["data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise UserError(f"--data-dir: {path}: 'data' must be uint8 of shape (N, 3072), got {data.shape}")
+    labels = np.asarray(d[label_key], dtype=np.int64)
+    if len(labels) != len(data):
+        raise UserError(f"--data-dir: {path}: {len(data)} images but {len(labels)} labels")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _check_files(folder: Path, files: list[str], what: str) -> None:
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise UserError(f"--data-dir: {what} not found: put the python-pickle files ({', '.join(files)}) in "
+                        f"{folder}/ (the 'python version' archive from https://www.cs.toronto.edu/~kriz/cifar.html, "
+                        f"extracted; missing: {', '.join(missing)}); crl downloads nothing")
+
+
+def _names(meta: dict, key: str) -> list[str]:
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(key, [])]
+
+
+def load_cifar10(data_dir: str | Path) -> Dataset:
+    folder = Path(data_dir) / CIFAR10_DIR
+    _check_files(folder, CIFAR10_FILES, "CIFAR-10")
+    return _load_cifar10_cached(str(folder), max((folder / f).stat().st_mtime for f in CIFAR10_FILES))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cifar10_cached(folder: str, _mtime: float) -> Dataset:
+    folder = Path(folder)
+    parts = [_cifar_arrays(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
+    xtr, ytr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    xte, yte = _cifar_arrays(folder / "test_batch", "labels")
+    names = _names(_unpickle(folder / "batches.meta"), "label_names") or [str(c) for c in range(10)]
+    tf = Normalize(1.0 / 255.0, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615))
+    return _cifar_dataset("cifar10", xtr, ytr, xte, yte, 10, names, tf)
+
+
+def load_cifar100(data_dir: str | Path) -> Dataset:
+    folder = Path(data_dir) / CIFAR100_DIR
+    _check_files(folder, CIFAR100_FILES, "CIFAR-100")
+    return _load_cifar100_cached(str(folder), max((folder / f).stat().st_mtime for f in CIFAR100_FILES))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cifar100_cached(folder: str, _mtime: float) -> Dataset:
+    folder = Path(folder)
+    xtr, ytr = _cifar_arrays(folder / "train", "fine_labels")
+    xte, yte = _cifar_arrays(folder / "test", "fine_labels")
+    names = _names(_unpickle(folder / "meta"), "fine_label_names") or [str(c) for c in range(100)]
+    tf = Normalize(1.0 / 255.0, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    return _cifar_dataset("cifar100", xtr, ytr, xte, yte, 100, names, tf)
+
+
+def _cifar_dataset(name, xtr, ytr, xte, yte, num_classes, names, tf) -> Dataset:
+    for y in (ytr, yte):
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise UserError(f"--data-dir: {name} labels must be in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
+    return Dataset(name, ArrayDataset(torch.from_numpy(xtr.copy()), torch.from_numpy(ytr), tf),
+                   ArrayDataset(torch.from_numpy(xte.copy()), torch.from_numpy(yte), tf), num_classes, names)
+
+
+def write_cifar_pickle(path: Path, data: np.ndarray, labels, label_key: str = "labels", **extra) -> None:
+    """Write one CIFAR-format pickle (tests and data preparation)."""
+    with open(path, "wb") as fh:
+        pickle.dump({"data": np.asarray(data, np.uint8).reshape(len(data), -1), label_key: list(map(int, labels)),
+                     **extra}, fh)
+
+
+# ----------------------------------------------------------------------------- by name
+
+
+def load_dataset(name: str, data_dir: str | Path = "data", max_train_samples: int = 0) -> Dataset:
+    """Load ``name`` (``--dataset``); ``max_train_samples`` > 0 keeps a fixed subset of the training set
+    (the first N of a permutation drawn with seed 0, independent of ``--seed``)."""
+    if name == "digits":
+        ds = load_digits()
+    elif name == "mnist":
+        ds = load_mnist(data_dir)
+    elif name == "cifar10":
+        ds = load_cifar10(data_dir)
+    elif name == "cifar100":
+        ds = load_cifar100(data_dir)
+    else:
+        raise UserError(f"--dataset: unknown dataset '{name}'; accepted: {', '.join(DATASETS)}")
+    if max_train_samples < 0:
+        raise UserError(f"--max-train-samples: must be >= 0, got {max_train_samples}")
+    if max_train_samples and max_train_samples < len(ds.train):
+        keep = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(0))[:max_train_samples]
+        ds = Dataset(ds.name, ds.train.subset(keep.sort().values), ds.test, ds.num_classes, ds.class_names)
+    return ds

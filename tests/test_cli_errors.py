@@ -1,0 +1,86 @@
+"""Bad input: one clear line on stderr, exit code 2, nothing written or overwritten."""
+from __future__ import annotations
+
+import pytest
+
+from crl.cli import main
+from conftest import gym_args
+
+
+def _assert_one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    for needle in needles:
+        assert needle in err[0], err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["atari", "--agent", "dqn-hlgaus"], ["--agent", "unknown agent 'dqn-hlgaus'", "accepted: dqn-hlgauss"]),
+    (["atari", "--norm", "layernrom"], ["--norm", "accepted: layernorm"]),
+    (["atari", "--torso", "resnet9000"], ["--torso", "accepted:"]),
+    (["atari", "--game", "breakuot"], ["--game", "breakout"]),
+    (["atari", "--steps", "0"], ["--steps", "must be > 0"]),
+    (["atari", "--steps", "-5"], ["--steps", "must be > 0"]),
+    (["atari", "--steps", "ten"], ["--steps", "expected int"]),
+    (["atari", "--device", "tpu"], ["--device", "auto, cpu, cuda"]),
+    (["atari", "--optimizer", "adamm"], ["--optimizer", "accepted: adam"]),
+    (["atari", "--intervention", "nap,foo"], ["--intervention", "unknown intervention 'foo'"]),
+    (["gym", "--env-id", "CartPole-v9"], ["--env-id", "CartPole-v1"]),
+    (["gym", "--torso", "nature"], ["--torso", "image observations"]),
+    (["gym", "--moe", "softmoe"], ["--moe", "conv torso"]),
+    (["atari", "--eval-eps", "2"], ["--eval-eps", "[0, 1]"]),
+    (["atari", "--bogus-flag", "1"], ["unrecognized arguments: --bogus-flag"]),
+    (["nosuchcommand"], ["invalid choice"]),
+])
+def test_bad_input_is_one_line_exit_2(argv, needles, capsys, tmp_path):
+    code = main([*argv, "--run-dir", str(tmp_path / "runs")] if argv[0] in ("atari", "gym") else argv)
+    assert code == 2
+    _assert_one_line_error(capsys, *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_closest_match_first(capsys, tmp_path):
+    assert main(["atari", "--agent", "dqn-c5", "--run-dir", str(tmp_path)]) == 2
+    line = _assert_one_line_error(capsys)
+    assert line.split("accepted: ")[1].startswith("dqn-c51")
+
+
+def test_resume_missing_directory(capsys, tmp_path):
+    assert main(["gym", "--resume", str(tmp_path / "nope")]) == 2
+    _assert_one_line_error(capsys, "--resume", "not a run directory")
+
+
+def test_resume_corrupt_directory_changes_nothing(capsys, run_root):
+    assert main(gym_args(run_root, "--steps", "600", "--eval-every", "300", "--checkpoint-every", "300",
+                         "--learning-starts", "100", "--eval-episodes", "2", "--name", "a")) == 0
+    run_dir = next(run_root.glob("*/*/a"))
+    for ckpt in (run_dir / "checkpoints").glob("*.pt"):
+        ckpt.write_bytes(b"garbage")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["gym", "--resume", str(run_dir)]) == 2
+    _assert_one_line_error(capsys, "--resume", "corrupt")
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_existing_run_directory_is_not_overwritten(capsys, run_root):
+    args = gym_args(run_root, "--steps", "200", "--eval-every", "200", "--learning-starts", "50",
+                    "--eval-episodes", "1", "--name", "same")
+    assert main(args) == 0
+    run_dir = next(run_root.glob("*/*/same"))
+    before = (run_dir / "config.yaml").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    _assert_one_line_error(capsys, "already holds a run", "--resume")
+    assert (run_dir / "config.yaml").read_bytes() == before
+
+
+def test_help_lists_catalogue(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["atari", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("dqn-hlgauss", "dqn-c51", "nature", "impala", "mlp", "layernorm", "nap", "hlgauss", "--sigma-ratio"):
+        assert name in out

@@ -1,0 +1,324 @@
+"""crl.metrics.hooks: the plasticity hook against hand-computed values on a fake run, and
+end-to-end runs whose TensorBoard event files are read back (EventAccumulator)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+from torch import nn
+
+import crl
+from crl.config import make_config
+from crl.metrics import forgetting as F
+from crl.metrics import plasticity as P
+from crl.metrics.hooks import (FORGETTING_METRICS, NETWORK_METRICS, PARAM_METRICS, UNIT_METRICS, ForgettingHook,
+                               PlasticityHook, default_hooks, parameter_layers, scalars_layout, stream_matrix)
+from crl.nn.network import build_network
+from crl.registry import HEADS
+
+HIDDEN = ["torso.blocks.0", "torso.blocks.1"]
+PARAM_LAYERS = ["torso.blocks.0.layer", "torso.blocks.1.layer", "output"]
+
+
+def expected_plasticity_tags() -> set[str]:
+    tags = {f"plasticity/{m}" for m in NETWORK_METRICS}
+    tags |= {f"plasticity/{layer}/{m}" for layer in HIDDEN for m in UNIT_METRICS}
+    tags |= {f"plasticity/{layer}/{m}" for layer in PARAM_LAYERS for m in PARAM_METRICS}
+    return tags
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+# ----------------------------------------------------------------------------- a fake run
+
+
+class FakeLogger:
+    def __init__(self):
+        self.records: list[tuple[str, float, int]] = []
+        self.latest: dict[str, float] = {}
+
+    def scalar(self, tag, value, step):
+        self.records.append((tag, float(value), step))
+        self.latest[tag] = float(value)
+
+    def at(self, step: int) -> dict[str, float]:
+        return {t: v for t, v, s in self.records if s == step}
+
+
+class FakeLearner:
+    def __init__(self, network, probe):
+        self.network, self.probe, self.env_steps = network, probe, 0
+
+    def probe_batch(self, task):
+        return self.probe
+
+
+def q_network(hidden: str = "16,16") -> nn.Module:
+    cfg = make_config("gym", mlp_hidden=hidden)
+    head = HEADS.get("hlgauss")(cfg.num_bins, cfg.v_min, cfg.v_max, cfg.sigma_ratio)
+    return build_network(cfg, (4,), 2, head)
+
+
+def with_dead_units(net: nn.Module, dead: int) -> None:
+    """Units 0..dead-1 of the first layer output exactly 0 on non-negative inputs; the others
+    are strictly positive there (non-negative weights, bias 0.1)."""
+    layer = net.torso.blocks[0].layer
+    with torch.no_grad():
+        layer.weight.abs_()
+        layer.bias.fill_(0.1)
+        layer.weight[:dead] = 0.0
+        layer.bias[:dead] = -1.0
+
+
+@pytest.fixture
+def fake():
+    torch.manual_seed(0)
+    net = q_network()
+    with_dead_units(net, dead=4)
+    probe = torch.rand(64, 4)  # non-negative observations
+    run = SimpleNamespace(learner=FakeLearner(net, probe), logger=FakeLogger(), global_step=0, task=None,
+                          scenario=SimpleNamespace(kind="rl", tasks=[]))
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4)
+    x, y = torch.rand(32, 4), torch.randn(32, 2, net.head.num_outputs)
+    log: list[dict] = []
+
+    def step(hook, max_norm=1e-3):
+        """One learner update as agents/dqn.py does it: backward, clip, step, hooks."""
+        opt.zero_grad(set_to_none=True)
+        ((net(x) - y) ** 2).mean().backward()
+        grads = {n: p.grad.detach().clone() for n, p in net.named_parameters()}
+        before = {n: p.detach().clone() for n, p in net.named_parameters()}
+        total = float(nn.utils.clip_grad_norm_(net.parameters(), max_norm))
+        opt.step()
+        run.learner.env_steps += 1
+        hook.after_optimizer_step(run)
+        log.append({"grads": grads, "before": before, "total": total, "step": run.learner.env_steps})
+
+    return SimpleNamespace(net=net, probe=probe, run=run, step=step, log=log)
+
+
+def test_values_at_a_metric_step_match_the_formulas(fake):
+    hook = PlasticityHook(every=5, probe_every=1, probe_steps=5)
+    hook.on_run_start(fake.run)
+    hook.on_task_start(fake.run, 0, None)
+    for _ in range(6):  # step 5 arms, step 6 fires
+        fake.step(hook)
+    got = fake.run.logger.at(6)
+    last = fake.log[-1]
+    net = fake.net
+    params = {n: p.detach() for n, p in net.named_parameters()}
+
+    # gradient norms before clipping (the clip threshold 1e-3 is far below them)
+    assert got["plasticity/grad_norm"] == pytest.approx(last["total"], rel=1e-5)
+    assert got["plasticity/grad_norm"] > 100 * 1e-3
+    assert got["plasticity/output/grad_norm"] == pytest.approx(float(last["grads"]["output.weight"].norm()), rel=1e-5)
+    # effective learning rate across the one optimizer step: ||W_after - W_before|| / ||W_before||
+    w0, w1 = last["before"]["torso.blocks.1.layer.weight"], params["torso.blocks.1.layer.weight"]
+    assert got["plasticity/torso.blocks.1.layer/effective_lr"] == pytest.approx(float((w1 - w0).norm() / w0.norm()),
+                                                                               rel=1e-4)
+    # weight norm and drift (init = task start here)
+    assert got["plasticity/output/weight_norm"] == pytest.approx(float(params["output.weight"].norm()), rel=1e-6)
+    assert got["plasticity/drift_init"] == pytest.approx(got["plasticity/drift_task"])
+    assert got["plasticity/drift_init"] > 0
+
+    # dormant units: 4 of the 16 first-layer units are dead by construction
+    assert got["plasticity/torso.blocks.0/dormant_redo_tau0"] == 4 / 16
+    assert got["plasticity/torso.blocks.0/active_fraction"] == 12 / 16
+    with torch.no_grad():
+        h0 = net.torso.blocks[0](fake.probe)
+        h1 = net.torso.blocks[1](h0)
+        out = net(fake.probe)
+    for tau in (0.0, 0.025, 0.1):
+        assert got[f"plasticity/torso.blocks.1/dormant_redo_tau{tau:g}"] == P.dormant_fraction(h1, tau)
+        assert got[f"plasticity/dormant_redo_tau{tau:g}"] == P.overall_dormant_fraction([h0, h1], tau)
+    assert got["plasticity/srank_0.01"] == P.srank(h1, 0.01)
+    assert got["plasticity/effective_rank"] == pytest.approx(P.effective_rank(h1))
+    assert got["plasticity/stable_rank"] == pytest.approx(P.stable_rank(h1))
+    assert got["plasticity/feature_norm"] == pytest.approx(P.feature_norm(h1))
+    assert got["plasticity/feature_var_per_unit"] == pytest.approx(P.per_unit_variance(h1))
+    assert got["plasticity/predictive_entropy"] == pytest.approx(P.predictive_entropy(out))
+    assert got["plasticity/probe_loss_reduction"] > 0
+    assert set(got) == expected_plasticity_tags() | {"perf/metrics_seconds"}
+
+
+def test_no_work_off_the_metric_steps_and_network_untouched(fake, monkeypatch):
+    hook = PlasticityHook(every=10, probe_every=1, probe_steps=3)
+    hook.on_run_start(fake.run)
+    hook.on_task_start(fake.run, 0, None)
+    calls = {"arm": 0, "fire": 0, "grad": 0}
+    for name in ("_arm", "_fire", "_record_grad"):
+        original = getattr(hook, name)
+
+        def counted(*a, _orig=original, _key=name.strip("_").split("_")[-1], **k):
+            calls[_key] += 1
+            return _orig(*a, **k)
+
+        monkeypatch.setattr(hook, name, counted)
+    for _ in range(9):
+        fake.step(hook)
+    assert calls == {"arm": 0, "fire": 0, "grad": 0} and not hook._handles and not fake.run.logger.records
+    fake.step(hook)  # step 10: arm (snapshot + grad hooks), nothing computed yet
+    assert calls["arm"] == 1 and calls["fire"] == 0 and hook._handles
+    state = {n: p.detach().clone() for n, p in fake.net.named_parameters()}
+    fake.net.train()
+    hook.after_optimizer_step(fake.run)  # pretend the next step's hooks: fires (metrics + probe)
+    assert calls["fire"] == 1 and not hook._handles
+    assert all(torch.equal(state[n], p) for n, p in fake.net.named_parameters())  # the probe trains a copy
+    assert fake.net.training  # mode restored after the eval-mode forward pass
+    for _ in range(9):
+        fake.step(hook)
+    assert calls["arm"] == 1 and calls["fire"] == 1
+
+
+def test_drift_task_restarts_at_task_start_and_state_round_trips(fake):
+    hook = PlasticityHook(every=2, probe_every=100, probe_steps=1)
+    hook.on_run_start(fake.run)
+    hook.on_task_start(fake.run, 0, None)
+    for _ in range(3):
+        fake.step(hook)
+    hook.on_task_start(fake.run, 1, None)
+    for _ in range(2):
+        fake.step(hook)  # step 4 arms, 5 fires
+    got = fake.run.logger.at(5)
+    assert got["plasticity/drift_task"] < got["plasticity/drift_init"]
+    again = PlasticityHook(every=2)
+    again.load_state_dict(hook.state_dict())
+    again.on_run_start(fake.run)
+    assert again.next_at == hook.next_at == 6 and again.count == 2
+    assert all(torch.equal(again.init_params[n], hook.init_params[n]) for n in hook.init_params)
+
+
+def test_parameter_layers_measure_the_weight_tensor():
+    layers = parameter_layers(q_network("8"))
+    assert layers == {"torso.blocks.0.layer": ["torso.blocks.0.layer.weight"], "output": ["output.weight"]}
+
+
+def test_metrics_off_means_no_plasticity_hook():
+    kinds = [type(h).__name__ for h in default_hooks(make_config("gym", metrics_every=0))]
+    assert kinds == ["ForgettingHook", "TensorBoardViews"]
+    assert type(default_hooks(make_config("gym"))[0]) is PlasticityHook
+
+
+def test_stream_matrix_unrolls_cycles():
+    E = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])  # 2 tasks x 2 cycles
+    S = stream_matrix(E, [0, 1, 0, 1], 3)
+    assert S.tolist() == [[1.0, 2.0, 1.0], [3.0, 4.0, 3.0], [5.0, 6.0, 5.0]]
+
+
+def test_forgetting_hook_without_init_scores_omits_fwt():
+    run = SimpleNamespace(scenario=SimpleNamespace(tasks=[SimpleNamespace(name="a"), SimpleNamespace(name="b")]),
+                          eval_matrix=np.array([[1.0, 0.5], [0.8, 2.0]]), global_step=10, logger=FakeLogger())
+    run.stream = run.scenario.tasks
+    hook = ForgettingHook(eval_at_init=False)
+    hook.on_task_end(run, 1, None)
+    got = run.logger.at(10)
+    assert "forgetting/fwt" not in got
+    assert got["forgetting/max_minus_last"] == pytest.approx(0.2)
+    assert got["forgetting/avg_seen"] == pytest.approx(1.4)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def two_cartpoles() -> crl.Scenario:
+    return crl.Scenario("two-cartpoles", [
+        crl.RLTask("cartpole500", crl.gym_env_factory("CartPole-v1")),
+        crl.RLTask("cartpole200", crl.gym_env_factory("CartPole-v1", max_episode_steps=200)),
+    ])
+
+
+SMALL = dict(steps=300, eval_every=150, eval_episodes=2, eval_max_steps=60, learning_starts=50, batch_size=16,
+             mlp_hidden="32,32", buffer_size=2_000, checkpoint_every=10_000, target_update=50,
+             eps_decay_steps=100, progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_task_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    summary = crl.run(scenario=two_cartpoles(), preset="gym", run_dir=str(root), name="e2e", metrics_every=100,
+                      **SMALL)
+    run_dir = Path(summary["run_dir"])
+    return SimpleNamespace(dir=run_dir, summary=summary, events=read_events(run_dir))
+
+
+def test_e2e_every_plasticity_tag(two_task_run):
+    tags = set(two_task_run.events.Tags()["scalars"])
+    assert {t for t in tags if t.startswith("plasticity/")} == expected_plasticity_tags()
+    for tag in (f"plasticity/{m}" for m in UNIT_METRICS):
+        assert all(0.0 <= e.value <= 1.0 for e in two_task_run.events.Scalars(tag))
+
+
+def test_e2e_every_forgetting_tag_equals_the_eval_matrix(two_task_run):
+    acc = two_task_run.events
+    tags = set(acc.Tags()["scalars"])
+    assert {t for t in tags if t.startswith("forgetting/")} == {f"forgetting/{k}" for k in FORGETTING_METRICS}
+    R = np.array(two_task_run.summary["eval_matrix"])
+    init = [acc.Scalars(f"eval/{name}/score")[0] for name in ("cartpole500", "cartpole200")]
+    assert all(e.step == 0 for e in init)  # the evaluation before training (FWT baseline)
+    expected = F.summarize(R, baseline=[e.value for e in init])
+    final = {t.split("/", 1)[1]: acc.Scalars(t)[-1].value for t in tags if t.startswith("forgetting/")}
+    assert final["avg_final"] == pytest.approx(expected["avg_final"], rel=1e-6)
+    assert final["bwt"] == pytest.approx(expected["bwt"], rel=1e-6, abs=1e-6)
+    assert final["fwt"] == pytest.approx(expected["fwt"], rel=1e-6, abs=1e-6)
+    assert final["max_minus_last"] == pytest.approx(expected["forgetting_max_minus_last"], rel=1e-6, abs=1e-6)
+    assert final["first_minus_last"] == pytest.approx(expected["forgetting_first_minus_last"], rel=1e-6, abs=1e-6)
+    assert final["num_tasks"] == 2
+    after_first = [e for e in acc.Scalars("forgetting/num_tasks") if e.value == 1]
+    assert len(after_first) == 1 and after_first[0].step == 300  # logged at the end of task 0 too
+    summary = json.loads((two_task_run.dir / "summary.json").read_text())
+    assert summary["forgetting/avg_final"] == pytest.approx(expected["avg_final"], rel=1e-6)
+
+
+def test_e2e_tensorboard_views(two_task_run):
+    acc = two_task_run.events
+    assert [e.step for e in acc.Images("eval_matrix")] == [300, 600]
+    assert "custom_scalars__config__" in acc.Tags()["tensors"]
+    hp = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["mlp_hidden"].string_value == "32,32" and start.hparams["metrics_every"].number_value == 100
+    exp = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/experiment"]).experiment
+    metrics = {m.name.tag for m in exp.metric_infos}
+    assert {"forgetting/avg_final", "eval/cartpole200/score", "plasticity/srank_0.01"} <= metrics
+    assert not any(m.startswith("plasticity/torso") for m in metrics)
+
+
+def test_layout_charts_cover_every_logged_metric_tag(two_task_run):
+    layout = scalars_layout(q_network("32,32"))
+    regexes = [re.compile(rx) for cat in layout.values() for _, (_, rxs) in cat.items() for rx in rxs]
+    assert {"plasticity: torso.blocks.0", "plasticity: torso.blocks.1", "plasticity: output", "forgetting"} <= set(layout)
+    for tag in two_task_run.events.Tags()["scalars"]:
+        if tag.startswith(("plasticity/", "forgetting/", "eval/")):
+            assert any(rx.match(tag) for rx in regexes), tag
+    per_layer = layout["plasticity: torso.blocks.0"]["weight norm"][1][0]
+    assert re.match(per_layer, "plasticity/torso.blocks.0.layer/weight_norm")
+    assert not re.match(per_layer, "plasticity/torso.blocks.1.layer/weight_norm")
+
+
+def test_training_is_identical_with_metrics_on_or_off(tmp_path):
+    from crl.cli import main
+
+    runs = {}
+    for every in (0, 100):
+        args = ["gym", "--run-dir", str(tmp_path), "--name", f"m{every}", "--metrics-every", str(every),
+                "--no-progress", "--steps", "400", "--eval-every", "400", "--log-every", "100"]
+        for key, value in SMALL.items():
+            if key not in ("steps", "eval_every", "progress"):
+                args += ["--" + key.replace("_", "-"), str(value)]
+        assert main(args) == 0
+        runs[every] = read_events(tmp_path / "gym" / "dqn-hlgauss-none-none" / f"m{every}")
+    assert any(t.startswith("plasticity/") for t in runs[100].Tags()["scalars"])
+    for tag in ("train/loss", "train/episode_return", "eval/CartPole-v1/score"):
+        on, off = runs[100].Scalars(tag), runs[0].Scalars(tag)
+        assert [(e.step, e.value) for e in on] == [(e.step, e.value) for e in off], tag
