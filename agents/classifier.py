@@ -69,6 +69,7 @@ from crl.errors import UserError
 from crl.nn.network import Introspectable, build_torso
 from crl.optim import LRSchedule, build_optimizer
 from crl.registry import AGENTS
+from crl.reliability import check_finite
 
 STRATEGIES = ("naive", "replay", "er-ace", "der++")
 
@@ -347,6 +348,8 @@ class ClassifierLearner:
         self.network.train()
         base = run.global_step if run is not None else self.updates
         for i in range(steps):
+            if getattr(run, "stop_requested", False):  # SIGINT/SIGTERM: return early, the runner checkpoints
+                return i
             self._update(data, self._next_indices(len(data)))
             if run is not None and (base + i + 1) % self.cfg.log_every == 0:
                 self._log_train(base + i + 1)
@@ -390,6 +393,7 @@ class ClassifierLearner:
             loss = loss + cfg.adab2n_lambda * torch.stack([m.aux_loss() for m in self.aux_modules]).sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        check_finite(self.run, loss, net, step=self.updates)  # NaN/inf -> stop before the step (crl/reliability.py)
         if cfg.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
         self.optimizer.step()

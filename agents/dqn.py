@@ -26,6 +26,7 @@ from agents.replay import ReplayBuffer
 from crl.errors import UserError
 from crl.nn.network import build_network
 from crl.optim import LRSchedule, build_optimizer
+from crl.reliability import check_finite
 from crl.registry import AGENTS, HEADS
 
 
@@ -93,6 +94,7 @@ class DQNAgent:
         loss = per_sample.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        check_finite(self.run, loss, net, step=self.env_steps)  # NaN/inf -> stop before the step (crl/reliability.py)
         if cfg.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
@@ -154,7 +156,7 @@ class DQNAgent:
         if self.env_task_index != run.task_index:
             self._switch_env(task, run.task_index)
         done_steps = 0
-        while done_steps < steps:
+        while done_steps < steps and not run.stop_requested:  # SIGINT/SIGTERM: return early, the runner checkpoints
             eps = linear_epsilon(self.env_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
             actions = self.act(self.obs, eps, self.np_rng)
             next_obs, reward, terminated, truncated, _ = self.env.step(actions)
@@ -181,8 +183,7 @@ class DQNAgent:
             self.update_debt -= 1.0
         if self.env_steps >= self.next_target_sync:
             self.target.load_state_dict(self.network.state_dict())
-            self.next_target_sync += cfg.target_update * max(1, (self.env_steps - self.next_target_sync)
-                                                             // cfg.target_update + 1)
+            self.next_target_sync = (self.env_steps // cfg.target_update + 1) * cfg.target_update
 
     def _track_episodes(self, reward, done, valid) -> None:
         self.ep_return += np.where(valid, reward, 0.0)

@@ -46,8 +46,11 @@ stops after the first terminated/truncated/closed transition) is sampleable iff
 
 ``sample`` draws candidates uniformly over all ``num_envs * lane`` slots with the
 buffer's own ``torch.Generator`` and keeps the valid ones (rejection sampling): the result
-is an i.i.d. uniform draw over sampleable transitions, with replacement, computed with
-torch ops on ``device`` (no Python loop over the batch).
+is an i.i.d. uniform draw over sampleable transitions, with replacement, with no Python
+loop over the batch. Candidates are drawn and checked on the host, against the host mirror
+of the flags, and only the gathers (frames, actions, rewards) run on ``device``: on CUDA,
+``add`` and ``sample`` never wait for the GPU (host-to-device copies go through pinned
+memory, non-blocking), so the training loop can queue updates while the env steps.
 
 n-step targets (Sutton & Barto 2018, section 7.1; Hessel et al. 2018 "Rainbow")
     returns   = sum_{k<m} gamma^k r_{t+k}
@@ -71,6 +74,18 @@ _END = 4  # that transition is the last of its stored episode (terminated, trunc
 _TRUNC = 8  # informational: the env reported truncation
 
 _STATE_VERSION = 1
+
+
+def host_to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (on the host) on ``device`` without a host-device sync.
+
+    On CUDA the copy goes through pinned memory with ``non_blocking=True`` (PyTorch's caching
+    host allocator keeps the pinned block alive until the copy has run); elsewhere it is
+    ``t.to(device)`` (a no-op on CPU).
+    """
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _host_bool(x: Any, n: int, name: str) -> np.ndarray:
@@ -146,21 +161,31 @@ class ReplayBuffer:
         self._last_start = np.zeros(n, dtype=np.int64)  # slot of the lane's newest stored transition
         self._starts_total = np.zeros(n, dtype=np.int64)  # transitions ever stored per lane
         self._starts_below = np.zeros(n, dtype=np.int64)  # ... of which no longer sampleable (evicted)
-        self._gen = torch.Generator(device=self.device)
+        self._gen = torch.Generator()  # on the host: sampling indices never wait for the device
         self._gen.manual_seed(self.seed)
 
     # ------------------------------------------------------------------ writing
 
     def _to_device(self, x: Any, dtype: torch.dtype) -> torch.Tensor:
+        return self._h2d(self._as_tensor(x, dtype))
+
+    def _h2d(self, x: Any) -> torch.Tensor:
+        return host_to_device(torch.as_tensor(x), self.device)
+
+    @staticmethod
+    def _as_tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
+        """``x`` as a tensor of ``dtype`` where it already lives (numpy input stays on the host)."""
         if isinstance(x, torch.Tensor):
-            return x.detach().to(device=self.device, dtype=dtype)
+            return x.detach().to(dtype=dtype)
         arr = np.asarray(x)
         if not arr.flags.writeable:  # e.g. a read-only view of the env's own buffer
             arr = arr.copy()
-        return torch.as_tensor(arr, device=self.device).to(dtype)
+        return torch.as_tensor(arr).to(dtype)
 
     def _obs_frames(self, x: Any, name: str) -> torch.Tensor:
-        t = self._to_device(x, self.obs_dtype)
+        """Observations as ``(num_envs, stack, *frame)``, left where they are: ``add`` copies to
+        the device only the frames it stores (one per env and step, on CUDA)."""
+        t = self._as_tensor(x, self.obs_dtype)
         if tuple(t.shape) != (self.num_envs, *self.obs_shape):
             raise ValueError(
                 f"ReplayBuffer.add: {name} must have shape {(self.num_envs, *self.obs_shape)}, got {tuple(t.shape)}"
@@ -209,27 +234,28 @@ class ReplayBuffer:
         cursor = w0 % length
         frames = self._frames.view(n * length, *self.frame_shape)
         flags = self._flags.view(-1)
-        lanes_t = torch.as_tensor(lanes, device=self.device)
+        lanes_t = self._h2d(lanes)
         if new_ep.any():
             ne = lanes[new_ep]
             pos = (cursor[new_ep][:, None] + np.arange(s)) % length  # (k, stack): padding + start frame
-            flat = torch.as_tensor((ne[:, None] * length + pos).reshape(-1), device=self.device)
-            ne_t = torch.as_tensor(ne, device=self.device)
-            frames.index_copy_(0, flat, obs_f.index_select(0, ne_t).reshape(-1, *self.frame_shape))
+            flat = self._h2d((ne[:, None] * length + pos).reshape(-1))
+            ne_frames = obs_f.index_select(0, torch.as_tensor(ne, device=obs_f.device))
+            frames.index_copy_(0, flat, self._h2d(ne_frames).reshape(-1, *self.frame_shape))
             flags.index_fill_(0, flat, 0)
             self._flags_host[ne[:, None], pos] = 0
         start = np.where(new_ep, cursor + s - 1, cursor - 1) % length
         nxt = (start + 1) % length
-        start_t = torch.as_tensor(lanes * length + start, device=self.device)
-        nxt_t = torch.as_tensor(lanes * length + nxt, device=self.device)
-        frames.index_copy_(0, nxt_t, next_f[:, -1].index_select(0, lanes_t))
+        start_t = self._h2d(lanes * length + start)
+        nxt_t = self._h2d(lanes * length + nxt)
+        next_frames = next_f[:, -1].index_select(0, torch.as_tensor(lanes, device=next_f.device))
+        frames.index_copy_(0, nxt_t, self._h2d(next_frames))
         flags.index_fill_(0, nxt_t, 0)
         self._flags_host[lanes, nxt] = 0
 
         te, tr = term_h[lanes], trunc_h[lanes]
         done = te | tr
         fl = (_START + _TERM * te + _END * done + _TRUNC * (tr & ~te)).astype(np.uint8)
-        flags.index_copy_(0, start_t, torch.as_tensor(fl, device=self.device))
+        flags.index_copy_(0, start_t, self._h2d(fl))
         self._flags_host[lanes, start] = fl
         self._actions.view(-1).index_copy_(0, start_t, act.index_select(0, lanes_t))
         self._rewards.view(-1).index_copy_(0, start_t, rew.index_select(0, lanes_t))
@@ -242,8 +268,8 @@ class ReplayBuffer:
     def _close(self, lanes: np.ndarray) -> None:
         slots = self._last_start[lanes]
         self._flags_host[lanes, slots] |= _END
-        flat = torch.as_tensor(lanes * self.lane + slots, device=self.device)
-        self._flags.view(-1).index_copy_(0, flat, torch.as_tensor(self._flags_host[lanes, slots], device=self.device))
+        flat = self._h2d(lanes * self.lane + slots)
+        self._flags.view(-1).index_copy_(0, flat, self._h2d(self._flags_host[lanes, slots]))
         self._open[lanes] = False
 
     def end_episodes(self, mask=None) -> None:
@@ -265,20 +291,20 @@ class ReplayBuffer:
         return int((self._starts_total - self._starts_below).sum())
 
     def _lane_state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        cursor = torch.as_tensor(self._written % self.lane, device=self.device)
-        oldest_age = torch.as_tensor(self.lane - np.minimum(self._written, self.lane), device=self.device)
+        cursor = torch.as_tensor(self._written % self.lane)
+        oldest_age = torch.as_tensor(self.lane - np.minimum(self._written, self.lane))
         return cursor, oldest_age
 
     def _window(self, idx: torch.Tensor, n_step: int, lane_state=None):
-        """Validity and window facts of the transitions starting at flat slots ``idx``."""
+        """Validity and window facts of the transitions starting at flat slots ``idx`` (all on the host)."""
         length, s = self.lane, self.stack
         cursor, oldest_age = self._lane_state() if lane_state is None else lane_state
         env = torch.div(idx, length, rounding_mode="floor")
         p = idx - env * length
         age = torch.remainder(p - cursor.index_select(0, env), length)  # 0 = oldest physical slot, lane-1 = newest
-        ks = torch.arange(n_step, device=self.device)
+        ks = torch.arange(n_step)
         slots = torch.remainder(p[:, None] + ks, length)
-        fl = self._flags.view(-1).index_select(0, (env[:, None] * length + slots).reshape(-1)).reshape(slots.shape)
+        fl = torch.from_numpy(self._flags_host).view(-1).index_select(0, (env[:, None] * length + slots).reshape(-1)).reshape(slots.shape)
         is_start = (fl & _START) != 0
         is_end = ((fl & _END) != 0).to(torch.int64)
         included = (torch.cumsum(is_end, dim=1) - is_end) == 0  # no episode end strictly before k
@@ -292,8 +318,11 @@ class ReplayBuffer:
 
     def valid_indices(self, n_step: int = 1) -> torch.Tensor:
         """All flat slot ids whose transition is sampleable with ``n_step`` (exhaustive, O(capacity))."""
+        return self._valid_host(n_step).to(self.device)
+
+    def _valid_host(self, n_step: int) -> torch.Tensor:
         self._check_n(n_step)
-        idx = torch.arange(self.capacity, device=self.device)
+        idx = torch.arange(self.capacity)
         ok = self._window(idx, n_step)[0]
         return idx[ok]
 
@@ -307,7 +336,7 @@ class ReplayBuffer:
         Raises ValueError if one of them is not sampleable with this ``n_step``.
         """
         self._check_n(n_step)
-        idx = torch.as_tensor(indices, device=self.device).to(torch.int64).reshape(-1)
+        idx = torch.as_tensor(indices).to("cpu", torch.int64).reshape(-1)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.capacity):
             raise ValueError(f"ReplayBuffer.get: indices must lie in [0, {self.capacity})")
         ok, env, p, fl, included, m = self._window(idx, n_step)
@@ -316,29 +345,33 @@ class ReplayBuffer:
         return self._assemble(idx, env, p, fl, included, m, n_step, gamma)
 
     def _assemble(self, idx, env, p, fl, included, m, n_step: int, gamma: float) -> dict[str, torch.Tensor]:
+        # slot arithmetic on the host; one int and one float copy to the device, where the gathers run
         length, s = self.lane, self.stack
         b = idx.shape[0]
-        back = torch.arange(-(s - 1), 1, device=self.device)
-        obs_slots = torch.remainder(p[:, None] + back, length)
-        nxt_slots = torch.remainder((p + m)[:, None] + back, length)
-        frames = self._frames.view(self.capacity, *self.frame_shape)
         base = (env * length)[:, None]
-        obs = frames.index_select(0, (base + obs_slots).reshape(-1)).reshape(b, *self.obs_shape)
-        next_obs = frames.index_select(0, (base + nxt_slots).reshape(-1)).reshape(b, *self.obs_shape)
-        ks = torch.arange(n_step, device=self.device)
-        r_slots = torch.remainder(p[:, None] + ks, length)
-        rew = self._rewards.view(-1).index_select(0, (base + r_slots).reshape(-1)).reshape(r_slots.shape)
-        g = torch.tensor(float(gamma), dtype=torch.float64, device=self.device)
+        back = torch.arange(-(s - 1), 1)
+        obs_slots = base + torch.remainder(p[:, None] + back, length)
+        nxt_slots = base + torch.remainder((p + m)[:, None] + back, length)
+        ks = torch.arange(n_step)
+        r_slots = base + torch.remainder(p[:, None] + ks, length)
+        g = torch.tensor(float(gamma), dtype=torch.float64)
         pows = torch.pow(g, ks.to(torch.float64)).to(torch.float32)
-        returns = (rew * pows * included.to(torch.float32)).sum(dim=1)
+        r_weights = pows * included.to(torch.float32)  # gamma^k inside the window, 0 after an episode end
         last_fl = fl.gather(1, (m - 1)[:, None]).squeeze(1)
         terminated = ((last_fl & _TERM) != 0).to(torch.float32)
         discounts = torch.pow(g, m.to(torch.float64)).to(torch.float32) * (1.0 - terminated)
+        ints = host_to_device(torch.cat([idx, obs_slots.reshape(-1), nxt_slots.reshape(-1), r_slots.reshape(-1)]),
+                              self.device)
+        floats = host_to_device(torch.cat([r_weights.reshape(-1), discounts]), self.device)
+        idx, obs_slots, nxt_slots, r_slots = ints.split([b, b * s, b * s, b * n_step])
+        r_weights, discounts = floats.split([b * n_step, b])
+        frames = self._frames.view(self.capacity, *self.frame_shape)
+        rew = self._rewards.view(-1).index_select(0, r_slots).view(b, n_step)
         return {
-            "obs": obs,
+            "obs": frames.index_select(0, obs_slots).view(b, *self.obs_shape),
             "actions": self._actions.view(-1).index_select(0, idx).to(torch.int64),
-            "returns": returns,
-            "next_obs": next_obs,
+            "returns": (rew * r_weights.view(b, n_step)).sum(dim=1),
+            "next_obs": frames.index_select(0, nxt_slots).view(b, *self.obs_shape),
             "discounts": discounts,
             "indices": idx,
         }
@@ -356,7 +389,7 @@ class ReplayBuffer:
         per_round = int(min(max(2 * batch_size, np.ceil(1.25 * batch_size * self.capacity / n1) + 16), 1 << 22))
         chunks, got, rounds = [], 0, 0
         while got < batch_size:
-            cand = torch.randint(self.capacity, (per_round,), generator=self._gen, device=self.device)
+            cand = torch.randint(self.capacity, (per_round,), generator=self._gen)
             ok = self._window(cand, n_step, lane_state)[0]
             sel = cand[ok]
             chunks.append(sel)
@@ -364,12 +397,12 @@ class ReplayBuffer:
             rounds += 1
             if got == 0 and rounds >= 32:
                 # very few (or no) transitions have a full n-step window: draw from the exact set
-                pool = self.valid_indices(n_step)
+                pool = self._valid_host(n_step)
                 if pool.numel() == 0:
                     raise ValueError(
                         f"ReplayBuffer.sample: no stored transition has an available {n_step}-step window yet"
                     )
-                pick = torch.randint(pool.numel(), (batch_size,), generator=self._gen, device=self.device)
+                pick = torch.randint(pool.numel(), (batch_size,), generator=self._gen)
                 chunks, got = [pool[pick]], batch_size
         idx = torch.cat(chunks)[:batch_size]
         ok, env, p, fl, included, m = self._window(idx, n_step, lane_state)
@@ -426,7 +459,7 @@ class ReplayBuffer:
             "starts_total": torch.from_numpy(self._starts_total.copy()),
             "starts_below": torch.from_numpy(self._starts_below.copy()),
             "rng_state": self._gen.get_state(),
-            "rng_device": self.device.type,
+            "rng_device": self._gen.device.type,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -446,12 +479,12 @@ class ReplayBuffer:
         self._last_start = state["last_start"].cpu().numpy().astype(np.int64, copy=True)
         self._starts_total = state["starts_total"].cpu().numpy().astype(np.int64, copy=True)
         self._starts_below = state["starts_below"].cpu().numpy().astype(np.int64, copy=True)
-        if state.get("rng_device") == self.device.type:
+        if state.get("rng_device") == self._gen.device.type:
             self._gen.set_state(state["rng_state"].cpu())
         else:
             warnings.warn(
                 f"ReplayBuffer.load_state_dict: sampling generator saved on {state.get('rng_device')!r}, "
-                f"loaded on {self.device.type!r}; re-seeding it, so samples will differ from the original run",
+                f"loaded on {self._gen.device.type!r}; re-seeding it, so samples will differ from the original run",
                 stacklevel=2,
             )
             self._gen.manual_seed(self.seed + int(self._starts_total.sum()))

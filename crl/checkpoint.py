@@ -33,16 +33,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any]) -> Path:
+def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], prefix: str = "step") -> Path:
+    """Write ``<prefix>_<step>.pt`` atomically; only ``step_*`` files are resume points (and pruned)."""
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
     folder = _ckpt_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step_{step:012d}.pt"
+    path = folder / f"{prefix}_{step:012d}.pt"
     _atomic_write(path, data)
     _atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
-    for old in list_checkpoints(run_dir)[:-KEEP]:
+    for old in (list_checkpoints(run_dir)[:-KEEP] if prefix == "step" else []):
         old.unlink(missing_ok=True)
         old.with_suffix(".sha256").unlink(missing_ok=True)
     return path
@@ -61,6 +62,11 @@ def _verified(path: Path) -> dict[str, Any]:
     if not digest.exists() or digest.read_text().strip() != hashlib.sha256(data).hexdigest():
         raise ValueError("checksum mismatch")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """One checkpoint file, verified against its ``.sha256``; ValueError when it does not match."""
+    return _verified(Path(path))
 
 
 def load_latest_checkpoint(run_dir: Path) -> dict[str, Any]:

@@ -5,6 +5,13 @@
     crl run my_scenario.py --agent dqn-hlgauss     # a user-defined scenario file
 
 Every config field is a flag; user mistakes print one line on stderr and exit with code 2.
+``--config FILE.yaml`` reads field values from YAML as defaults (flags win).
+
+Exit codes: 0 done; 1 the run stopped on a NaN/inf in the loss, a gradient or a parameter
+(the message names the step and the layer; the last good state is in the run's
+checkpoints/last_good_step_*.pt); 2 bad input, nothing ran or was written; 128+N stopped by
+signal N (130 SIGINT, 143 SIGTERM) after writing a final checkpoint: ``--resume RUN_DIR``
+continues the run exactly. ``crl sweep`` (crl/sweep.py) runs a grid of these commands.
 """
 from __future__ import annotations
 
@@ -69,10 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 "supervised (classifier, small MLP); auto: supervised for supervised scenarios "
                                 "or agents, else gym")
         _add_config_flags(p, preset, skip)
+        p.add_argument("--config", dest="config_file", metavar="FILE.yaml", default=None,
+                       help="YAML file of field: value pairs (e.g. a run's config.yaml) used as defaults; flags "
+                            "given here win; an unknown field or a wrong type is an error")
         p.set_defaults(preset="auto" if name == "run" else preset, command=name)
     from crl.compare import add_parser as add_compare_parser
 
     add_compare_parser(sub)  # `crl compare RUN_DIR...` (crl/compare.py)
+    from crl.sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)  # `crl sweep --grid k=v1,v2 -- gym ...` (crl/sweep.py)
     return parser
 
 
@@ -80,6 +93,16 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, set[str]]:
     by_name = {f.name: f for f in fields(Config)}
     explicit = {k for k, v in vars(args).items() if k in by_name and v is not None and k != "scenario"}
     values = {k: coerce(by_name[k], getattr(args, k), source="--" + k.replace("_", "-")) for k in explicit}
+    if getattr(args, "config_file", None):  # --config FILE.yaml: defaults from a file, flags win (crl/sweep.py author)
+        from crl.config import read_config_values
+
+        file_values = read_config_values(args.config_file)
+        command_scenario = args.scenario if args.command == "run" else args.command
+        if file_values.pop("scenario", command_scenario) != command_scenario:
+            raise UserError(f"--config: {args.config_file} is for another scenario than `crl {args.command}` "
+                            f"({command_scenario})")
+        explicit |= set(file_values)
+        values = {**file_values, **values}
     if args.command == "run":
         values["scenario"] = args.scenario
     else:
@@ -89,15 +112,19 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, set[str]]:
 
 
 def _auto_preset(values: dict) -> str:
-    """'supervised' when the agent (if given) or the scenario learns supervised tasks, else 'gym'."""
+    """The scenario's declared preset; else 'supervised' when the agent (if given) or the scenario
+    learns supervised tasks; else 'gym'."""
     load_builtins()
-    if "agent" in values:
-        return "supervised" if AGENTS.entry(values["agent"]).meta.get("kind") == "supervised" else "gym"
     from crl.api import load_scenario_file
 
     spec = values["scenario"]
     name = load_scenario_file(spec) if spec.endswith(".py") or ".py:" in spec else spec
-    kind = SCENARIOS.entry(name).meta.get("kind")
+    meta = SCENARIOS.entry(name).meta
+    if meta.get("preset"):
+        return meta["preset"]
+    if "agent" in values:
+        return "supervised" if AGENTS.entry(values["agent"]).meta.get("kind") == "supervised" else "gym"
+    kind = meta.get("kind")
     if kind is None:  # a user scenario that does not declare its kind: build it once to look
         try:
             kind = SCENARIOS.get(name)(make_config("gym", **values)).kind
@@ -108,6 +135,7 @@ def _auto_preset(values: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from crl import api
+    from crl.reliability import EXIT_NUMERICAL, NumericalError, exit_code_for_signal
 
     try:
         args = build_parser().parse_args(argv)
@@ -115,15 +143,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             from crl.compare import main_from_args
 
             return main_from_args(args)
+        if args.command == "sweep":
+            from crl.sweep import main_from_args as sweep_main
+
+            return sweep_main(args)
         cfg, explicit = config_from_args(args)
         notes = [] if cfg.resume else adapt_to_budget(cfg, explicit)
         summary = api.run(cfg, notes=notes)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except NumericalError as err:  # the run diverged: exit 1 (crl/reliability.py)
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_NUMERICAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if summary.get("stop_signal"):  # SIGINT/SIGTERM: final checkpoint written, exit 128 + signal number
+        again = f"crl {args.command}{' ' + args.scenario if args.command == 'run' else ''} --resume {summary['run_dir']}"
+        print(f"stopped by {summary['stop_signal']} at step {summary['global_step']}; final checkpoint written; "
+              f"continue with: {again}", file=sys.stderr)
+        return exit_code_for_signal(summary["stop_signal"])
     final = ", ".join(f"{k}={v:.2f}" for k, v in summary["final_scores"].items())
     print(f"done: {summary['run_dir']}  final eval: {final}")
     return 0

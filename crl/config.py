@@ -175,8 +175,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Dopamine DQN (dqn.gin) with Adam; HL-Gauss support [-10, 10], 51 bins (value_heads_and_torsos.md 1.3).
     "atari": {},
     # Classic control: small MLP, fast learning, unclipped rewards, returns up to ~100 with gamma 0.99.
-    "gym": dict(torso="mlp", num_envs=1, steps=100_000, eval_every=5_000, eval_episodes=10, eval_max_steps=1_000,
-                checkpoint_every=25_000, buffer_size=50_000, learning_starts=1_000, train_freq=1, batch_size=64,
+    "gym": dict(torso="mlp", mlp_hidden="128,128", num_envs=1, steps=100_000, eval_every=5_000, eval_episodes=10, eval_max_steps=1_000,
+                checkpoint_every=25_000, buffer_size=50_000, learning_starts=1_000, train_freq=2, batch_size=64,
                 target_update=500, eps_decay_steps=10_000, eps_end=0.05, eval_eps=0.0, clip_rewards=False,
                 lr=1e-3, adam_eps=1e-8, v_min=-10.0, v_max=110.0, log_every=500, metrics_every=5_000),
     # Supervised scenarios (`crl run split-digits`): small MLP, Adam, 20 epochs per task, eval at task ends only.
@@ -211,6 +211,11 @@ def save_config(cfg: Config, path: Path) -> None:
 
 def load_config(path: Path) -> Config:
     """Read a ``config.yaml``; unknown keys or wrong types are a UserError, not a traceback."""
+    return Config(**read_config_values(path))
+
+
+def read_config_values(path: Path) -> dict[str, Any]:
+    """The ``field: value`` pairs of a YAML file, each checked with :func:`coerce` (``--config FILE``)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
@@ -222,7 +227,7 @@ def load_config(path: Path) -> Config:
         if key not in by_name:
             raise UserError(f"config: {path}: unknown field '{key}'")
         data[key] = coerce(by_name[key], value, source=f"{path}: {key}")
-    return Config(**data)
+    return data
 
 
 def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from crl.checkpoint import load_latest_checkpoint, save_checkpoint
+from crl.reliability import NumericalError, check_parameters, parameters_finite, stop_on_signals
 from crl.config import Config
 from crl.hooks import HookList
 from crl.logging import RunLogger
@@ -69,6 +70,8 @@ class Runner:
         self.eval_matrix = np.full((len(self.stream), len(scenario.tasks)), np.nan)
         self.eval_count = 0
         self.resumed = False
+        self.stop_requested = False  # a hook (or a signal handler) may ask the run to end early
+        self.stop_signal: str | None = None  # 'SIGINT'/'SIGTERM' when a signal asked (crl/reliability.py)
         hooks.run = self
         learner.run = self
         if resume:
@@ -89,6 +92,16 @@ class Runner:
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> dict[str, Any]:
+        """The loop below, with SIGINT/SIGTERM -> final checkpoint, and a non-finite loss, gradient or
+        parameter -> a checkpoint of the last good state and :class:`NumericalError` (crl/reliability.py)."""
+        with stop_on_signals(self):
+            try:
+                return self._run()
+            except NumericalError as err:
+                self._stop_diverged(err)
+                raise
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.config
         self.hooks.on_run_start(self)
         next_eval = (self.global_step // cfg.eval_every + 1) * cfg.eval_every
@@ -109,17 +122,46 @@ class Runner:
                 if self.global_step >= next_ckpt and self.step_in_task < budget:
                     self.checkpoint()
                     next_ckpt = (self.global_step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+                if self.stop_requested:
+                    return self._finish(checkpoint=True)
             self.eval_matrix[self.task_index] = self.evaluate()
             self.hooks.on_task_end(self, self.task_index, task)
             self.task_index += 1
             self.step_in_task = 0
             next_eval = (self.global_step // cfg.eval_every + 1) * cfg.eval_every
             self.checkpoint()
+        return self._finish(checkpoint=False)
+
+    def _finish(self, checkpoint: bool) -> dict[str, Any]:
+        if checkpoint:
+            self.checkpoint()
         self.hooks.on_run_end(self)
         summary = self.summary()
+        summary["stopped_early"] = self.task_index < len(self.stream)
+        if self.stop_signal:
+            summary["stop_signal"] = self.stop_signal
         self.logger.write_summary(summary)
         self.logger.close()
         return summary
+
+    def _stop_diverged(self, err: NumericalError) -> None:
+        """Save the state in memory as ``checkpoints/last_good_step_<N>.pt`` (the guard checks before
+        the optimizer step and restores the last good parameters, so it holds no NaN), then
+        summary.json with ``diverged`` and flushed logs. The regular ``step_*.pt`` checkpoints are
+        left as they are: ``--resume`` restarts from the newest of them."""
+        network = getattr(self.learner, "network", None)
+        try:
+            if network is None or parameters_finite(network):
+                step = err.step if err.step is not None else self.global_step
+                err.checkpoint = str(save_checkpoint(self.run_dir, step, self._state(), prefix="last_good_step"))
+            else:
+                err.note = "no finite state in memory; the newest checkpoint in checkpoints/ is the last good one"
+        finally:
+            summary = self.summary()
+            summary["stopped_early"] = True
+            summary["diverged"] = str(err)
+            self.logger.write_summary(summary)
+            self.logger.close()
 
     def evaluate(self) -> list[float]:
         """Score every task of the scenario now; logs eval/<task>/score."""
@@ -144,8 +186,8 @@ class Runner:
         return summary
 
     # ---------------------------------------------------------------- checkpoints
-    def checkpoint(self) -> Path:
-        state = {
+    def _state(self) -> dict[str, Any]:
+        return {
             "runner": {"task_index": self.task_index, "step_in_task": self.step_in_task,
                        "global_step": self.global_step, "eval_matrix": self.eval_matrix,
                        "eval_count": self.eval_count},
@@ -153,7 +195,11 @@ class Runner:
             "hooks": self.hooks.state_dict(),
             "rng": _rng_state(),
         }
-        path = save_checkpoint(self.run_dir, self.global_step, state)
+
+    def checkpoint(self) -> Path:
+        if getattr(self.learner, "network", None) is not None:  # never save NaN weights as a resume point
+            check_parameters(self, self.learner.network)
+        path = save_checkpoint(self.run_dir, self.global_step, self._state())
         self.logger.flush()
         return path
 

@@ -193,13 +193,6 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype, count=count).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` (uint8) as an uncompressed IDX file (tests and data preparation)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
-    Path(path).write_bytes(header + array.tobytes())
-
-
 def _find(folder: Path, name: str) -> Path | None:
     for candidate in (folder / name, folder / (name + ".gz")):
         if candidate.is_file():
@@ -319,13 +312,6 @@ def _cifar_dataset(name, xtr, ytr, xte, yte, num_classes, names, tf) -> Dataset:
             raise UserError(f"--data-dir: {name} labels must be in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
     return Dataset(name, ArrayDataset(torch.from_numpy(xtr.copy()), torch.from_numpy(ytr), tf),
                    ArrayDataset(torch.from_numpy(xte.copy()), torch.from_numpy(yte), tf), num_classes, names)
-
-
-def write_cifar_pickle(path: Path, data: np.ndarray, labels, label_key: str = "labels", **extra) -> None:
-    """Write one CIFAR-format pickle (tests and data preparation)."""
-    with open(path, "wb") as fh:
-        pickle.dump({"data": np.asarray(data, np.uint8).reshape(len(data), -1), label_key: list(map(int, labels)),
-                     **extra}, fh)
 
 
 # ----------------------------------------------------------------------------- by name

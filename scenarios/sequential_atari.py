@@ -189,19 +189,19 @@ def atari_sequence(name: str, games: list[tuple[str, int | None, int | None]], c
 
 
 @register_scenario("sequential-atari", "Atari games in sequence (--games game[:mode[:difficulty]],...; default the "
-                                       "6 CORA games), --steps each, --cycles, full action space", kind="rl")
+                                       "6 CORA games), --steps each, --cycles, full action space", kind="rl", preset="atari")
 def sequential_atari(cfg) -> Scenario:
     games = parse_games(cfg.games) if cfg.games.strip() else [(g, None, None) for g in CORA_GAMES]
     return atari_sequence("sequential-atari", games, cfg)
 
 
 @register_scenario("cora-atari", "CORA's 6-game Atari sequence (SpaceInvaders, Krull, BeamRider, Hero, StarGunner, "
-                                 "MsPacman), full action space; --cycles 5 for CORA", kind="rl")
+                                 "MsPacman), full action space; --cycles 5 for CORA", kind="rl", preset="atari")
 def cora_atari(cfg) -> Scenario:
     return atari_sequence("cora-atari", [(g, None, None) for g in CORA_GAMES], cfg)
 
 
 @register_scenario("mini-cora-atari", "CORA's 3-game sequence (SpaceInvaders, BeamRider, MsPacman), full action "
-                                      "space", kind="rl")
+                                      "space", kind="rl", preset="atari")
 def mini_cora_atari(cfg) -> Scenario:
     return atari_sequence("mini-cora-atari", [(g, None, None) for g in MINI_CORA_GAMES], cfg)

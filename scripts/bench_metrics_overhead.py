@@ -68,7 +68,7 @@ def bench(label: str, preset: str, steps: int, root: Path, **overrides) -> str:
                           **overrides)
         if metrics == "off":
             cfg.metrics_every = 0
-        results[metrics] = timed_run(cfg, root)
+        results[metrics] = timed_run(cfg, root / cfg.name)
     on, off = results["on"], results["off"]
     train = on["wall"] - on["hook"]
     measured = on["hook"] / train

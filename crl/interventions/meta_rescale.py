@@ -66,6 +66,20 @@ cross-entropy to the projected target); the meta loss is the mean TD loss of ``t
 fresh replay batch, with targets from the live online/target networks (no gradient, not
 recomputed for ``theta'``).
 
+**Known result: the self-taught direction does not come out.** ``scripts/bench_meta_rescale.py``
+(sklearn digits, 40% symmetric label flips, MLP 256-256, Adam 1e-3, 2,000 updates of 64,
+3 seeds, CPU): clean test accuracy 0.718 without rescaling, 0.575 / 0.623 / 0.551 with
+``--meta-val sampled / uniform / weighted``; the weights the learner used over the last 20% of
+updates are about 2.1 / 1.9 / 2.1 for flipped samples against 0.35 / 0.47 / 0.36 for clean
+ones, i.e. the rescaler **up-weights** the mislabelled samples. The same code with meta
+batches carrying the clean labels (Meta-Weight-Net's clean meta set, an oracle) gives 0.915
+accuracy and, early on, weights ~0.2 (flipped) vs ~1.5 (clean), so the look-ahead machinery
+is right and the objective is the problem: with a cross-entropy meta loss on *noisy* meta
+batches, lowering the confidence of an already confident model lowers the noisy loss, and
+the flipped samples' gradients do exactly that. Treat this intervention as a documented
+baseline that fails, not as a noisy-label method, until the meta objective is changed
+(e.g. a noise-robust meta loss); the defaults were fixed before these numbers were seen.
+
 **Learner contract** (what a learner must provide for ``--intervention meta-rescale``):
 
 * ``learner.network`` (``nn.Module``), ``learner.optimizer`` (its first group's ``lr`` is the

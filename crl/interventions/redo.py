@@ -28,6 +28,9 @@ we read it; the Dopamine class default is 200,000):
 3. **Outgoing weights** are zeroed: the consumer layer's input columns of that unit (dense ->
    dense and last hidden -> output: one column; conv -> conv: one input channel; conv ->
    linear: all ``H*W`` flattened positions of that channel, channel-major as ``nn.Flatten``).
+   This runs after all incoming re-inits, so a weight from a recycled unit into another
+   recycled unit is 0 too: recycling leaves the network's outputs unchanged on any input
+   for which the recycled units' new activations do not reach the output (they never do).
 4. **Optimizer state** of the touched rows/columns is zeroed (every state tensor of the
    parameter's shape: Adam ``exp_avg`` and ``exp_avg_sq``, SGD momentum, NorMuon's momentum;
    per-row state such as NorMuon's second moment: the recycled rows only). Step counters are
@@ -243,7 +246,12 @@ class ReDo(Hook):
                     for value in optimizer.state.get(t, {}).values():
                         if isinstance(value, torch.Tensor) and value.numel() == t.numel():
                             value.view(-1).index_fill_(0, idx, 0)
-            # outgoing: the consumer's input columns (all flattened positions of a channel)
+        # outgoing, after every incoming re-init (a recycled unit feeding a recycled unit keeps a 0 weight):
+        # the consumer's input columns (all flattened positions of a channel)
+        for rec, mask in zip(self.layers, masks):
+            idx = mask.nonzero().flatten().to(rec.consumer.weight.device)
+            if idx.numel() == 0:
+                continue
             cols = (idx[:, None] * rec.positions + torch.arange(rec.positions, device=idx.device)).flatten()
             rec.consumer.weight.index_fill_(1, cols, 0.0)
             if optimizer is not None:

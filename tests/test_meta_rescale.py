@@ -1,0 +1,200 @@
+"""Meta loss-rescaling (crl's STORM-like design): weights, the meta step, the learner contract.
+
+The noisy-label tests are a small version of ``scripts/bench_meta_rescale.py``: Gaussian
+blobs with 40% of the training labels flipped to another class.
+
+* With *clean-label* meta batches (Meta-Weight-Net's setting, an oracle) the look-ahead
+  meta-gradient must push the weights of flipped samples below those of clean ones: this
+  checks the sign and the plumbing of the meta step.
+* In the self-taught setting (meta batches drawn from the noisy training data, no clean
+  data) the same direction is what STORM reports; with crl's design it does **not** come
+  out (see the benchmark numbers in the module docstring of
+  ``crl/interventions/meta_rescale.py``), so that test is an expected failure, kept to flag
+  a change.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crl.config import make_config
+from crl.errors import UserError
+from crl.interventions.meta_rescale import MetaRescale, index_batch
+from crl.registry import INTERVENTIONS, load_builtins
+
+load_builtins()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def blobs(seed=0, n=600, d=10, k=5, noise=0.4, spread=1.5):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(k, d, generator=g) * spread
+    y = torch.randint(k, (n,), generator=g)
+    x = centers[y] + torch.randn(n, d, generator=g)
+    flipped = torch.rand(n, generator=g) < noise
+    noisy = torch.where(flipped, (y + torch.randint(1, k, (n,), generator=g)) % k, y)
+    return x, noisy, y, flipped
+
+
+class Learner:
+    """The learner contract on an in-memory classification set; ``meta_y``: labels of sample_batch."""
+
+    def __init__(self, x, y, meta_y, seed=0, hidden=64, k=5):
+        torch.manual_seed(seed)
+        self.x, self.y, self.meta_y = x, y, meta_y
+        self.network = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, k))
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=3e-3)
+        self.gen = torch.Generator().manual_seed(seed + 1)
+
+    def train_batch(self, size):
+        idx = torch.randint(len(self.x), (size,), generator=self.gen)
+        return self.x[idx], self.y[idx]
+
+    def sample_batch(self, size):
+        idx = torch.randint(len(self.x), (size,), generator=self.gen)
+        return self.x[idx], self.meta_y[idx]
+
+    def per_sample_loss(self, batch, params=None):
+        x, y = batch
+        net = self.network
+        logits = net(x) if params is None else torch.func.functional_call(net, params, (x,))
+        return F.cross_entropy(logits, y, reduction="none"), logits
+
+
+def train(learner, hook, steps, batch_size=32):
+    run = SimpleNamespace(learner=learner, logger=None, global_step=0)
+    hook.on_run_start(run)
+    for _ in range(steps):
+        batch = learner.train_batch(batch_size)
+        losses, _ = learner.per_sample_loss(batch)
+        losses = hook.transform_loss(run, losses, batch)
+        learner.optimizer.zero_grad(set_to_none=True)
+        losses.mean().backward()
+        learner.optimizer.step()
+    return run
+
+
+def flipped_vs_clean(hook, learner, x, y, flipped):
+    w = hook.sample_weights(learner, (x, y))
+    return float(w[flipped].mean()), float(w[~flipped].mean())
+
+
+def test_weights_start_at_one_and_keep_mean_one():
+    hook = MetaRescale()
+    feats = torch.randn(16, len(hook.features))
+    assert torch.equal(hook.weights(feats), torch.ones(16))
+    with torch.no_grad():
+        for p in hook.rescaler.parameters():
+            p.normal_()
+    w = hook.weights(feats)
+    assert (w > 0).all() and not torch.allclose(w, torch.ones(16))
+    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+
+
+def test_meta_step_updates_only_the_rescaler():
+    x, y, _, _ = blobs(n=128)
+    learner = Learner(x, y, y)
+    hook = MetaRescale(val="sampled")
+    run = SimpleNamespace(learner=learner, logger=None, global_step=0)
+    hook.on_run_start(run)
+    net_before = [p.detach().clone() for p in learner.network.parameters()]
+    omega_before = [p.detach().clone() for p in hook.rescaler.parameters()]
+    batch = learner.train_batch(32)
+    losses, _ = learner.per_sample_loss(batch)
+    out = hook.transform_loss(run, losses, batch)
+    assert all(p.grad is None for p in learner.network.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(net_before, learner.network.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(omega_before, hook.rescaler.parameters()))
+    # the learner's loss is w' * l with detached weights of mean 1, from the updated rescaler
+    torch.testing.assert_close(out.detach(), losses.detach() * hook.last_weights)
+    torch.testing.assert_close(hook.last_weights.mean(), torch.tensor(1.0))
+    assert not hook.last_weights.requires_grad
+    out.mean().backward()
+    assert all(p.grad is not None for p in learner.network.parameters())
+
+
+def test_clean_meta_batches_downweight_flipped_labels():
+    """Oracle check of the look-ahead meta-gradient (Meta-Weight-Net with a clean meta set)."""
+    x, noisy, clean, flipped = blobs(seed=0)
+    learner = Learner(x, noisy, meta_y=clean)
+    hook = MetaRescale(val="uniform")
+    train(learner, hook, steps=150)
+    w_flipped, w_clean = flipped_vs_clean(hook, learner, x, noisy, flipped)
+    assert w_flipped < 0.7 * w_clean, (w_flipped, w_clean)
+
+
+@pytest.mark.xfail(reason="crl's self-taught design up-weights flipped samples (noisy meta batches reward "
+                          "lower confidence); see scripts/bench_meta_rescale.py", strict=False)
+def test_self_taught_rescaling_downweights_flipped_labels():
+    x, noisy, _, flipped = blobs(seed=0)
+    learner = Learner(x, noisy, meta_y=noisy)
+    hook = MetaRescale()  # defaults: validation batches sampled from the noisy training data
+    train(learner, hook, steps=150)
+    w_flipped, w_clean = flipped_vs_clean(hook, learner, x, noisy, flipped)
+    assert w_flipped < w_clean, (w_flipped, w_clean)
+
+
+def test_state_dict_round_trip_gives_the_same_weights():
+    x, y, _, _ = blobs(n=128)
+    learner = Learner(x, y, y)
+    hook = MetaRescale(output="softplus")
+    train(learner, hook, steps=5)
+    other = MetaRescale(output="softplus")
+    other.load_state_dict(hook.state_dict())
+    other.on_run_start(SimpleNamespace(learner=learner))
+    batch = (x[:20], y[:20])
+    torch.testing.assert_close(other.sample_weights(learner, batch), hook.sample_weights(learner, batch))
+    assert other.meta_opt.state_dict()["state"].keys() == hook.meta_opt.state_dict()["state"].keys()
+
+
+def test_contract_and_option_errors():
+    with pytest.raises(UserError, match="--intervention meta-rescale: learner .* lacks per_sample_loss, sample_batch"):
+        MetaRescale().on_run_start(SimpleNamespace(learner=SimpleNamespace(network=nn.Linear(2, 2))))
+    with pytest.raises(UserError, match="--meta-features: unknown feature 'confidence'; accepted: loss, loss_z"):
+        INTERVENTIONS.get("meta-rescale")(make_config("gym", meta_features="loss,confidence"))
+    with pytest.raises(UserError, match="--meta-every: must be > 0"):
+        INTERVENTIONS.get("meta-rescale")(make_config("gym", meta_every=0))
+
+
+def test_index_batch_handles_learner_formats():
+    idx = torch.tensor([2, 0])
+    b = {"obs": torch.arange(8).view(4, 2), "actions": torch.arange(4), "gamma": torch.tensor(0.9)}
+    out = index_batch(b, idx, 4)
+    assert out["obs"].tolist() == [[4, 5], [0, 1]] and out["actions"].tolist() == [2, 0]
+    assert out["gamma"].item() == pytest.approx(0.9)
+    assert index_batch((torch.arange(4), torch.arange(4) * 2), idx, 4)[1].tolist() == [4, 0]
+
+
+def test_dqn_per_sample_loss_functional_params_match():
+    """The DQN side of the contract: ``per_sample_loss(b, params)`` evaluates the online net with ``params``."""
+    import numpy as np
+
+    from crl.api import prepare
+
+    cfg = make_config("gym", scenario="gym", agent="dqn-hlgauss", mlp_hidden="16", num_envs=1, device="cpu", progress=False)
+    _, learner, _ = prepare(cfg)
+    rng = np.random.default_rng(0)
+    for t in range(12):
+        o = rng.normal(size=(1, 4)).astype(np.float32)
+        learner.replay.add(o, np.array([t % 2]), np.array([1.0]), o, np.array([False]), np.array([False]),
+                           np.array([True]))
+    b = learner.sample_batch(8)
+    losses, outputs = learner.per_sample_loss(b)
+    assert losses.shape == (8,) and outputs.shape == (8, cfg.num_bins)
+    params = {n: p.detach() + 0.0 for n, p in learner.network.named_parameters()}
+    same, _ = learner.per_sample_loss(b, params=params)
+    torch.testing.assert_close(same, losses.detach())
+    params["output.weight"] = 2.0 * params["output.weight"]  # (a constant bias shift would not change the CE)
+    moved, _ = learner.per_sample_loss(b, params=params)
+    assert not torch.allclose(moved, losses.detach())
