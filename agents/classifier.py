@@ -339,7 +339,7 @@ class ClassifierLearner:
         return idx
 
     def train(self, task, steps: int) -> int:
-        """``steps`` updates on ``task`` (the runner's chunk); returns ``steps``."""
+        """``steps`` updates on ``task`` (the runner's chunk); returns the updates done (fewer on a stop request)."""
         run = self.run
         stream_index = run.task_index if run is not None else self.task_pos[task.name]
         if stream_index != self.stream_index:
@@ -371,26 +371,15 @@ class ClassifierLearner:
             mems.append(self.buffer.sample(self.replay_batch))
             if self.strategy == "der++":
                 mems.append(self.buffer.sample(self.replay_batch))
-        if mems:
-            X = torch.cat([x] + [m["x"] for m in mems])
-            Y = torch.cat([y] + [m["y"] for m in mems])
-            T = torch.cat([t] + [m["t"] for m in mems])
-        else:
-            X, Y, T = x, y, t
-        for m in self.task_aware:
-            m.set_task_ids(T)
-        logits = net(X)
-        for m in self.task_aware:
-            if hasattr(m, "clear_task_ids"):
-                m.clear_task_ids()
-        ce_logits = self._ce_logits(logits, T)
-        per_sample = self._per_sample_loss(logits, ce_logits, Y, mems, B)
-        batch = {"obs": X, "x": X, "y": Y, "task_ids": T, "num_incoming": B}
+        batch = self._batch(x, y, t, mems)
+        logits = self._forward(batch)
+        aux = None  # taken now: hooks may run extra forwards that replace the layers' last aux loss
+        if self.aux_modules and cfg.adab2n_lambda > 0 and j >= cfg.adab2n_t0:
+            aux = cfg.adab2n_lambda * torch.stack([m.aux_loss() for m in self.aux_modules]).sum()
+        per_sample = self._loss_terms(logits, batch)
         if self.run is not None:
             per_sample = self.run.hooks.transform_loss(self.run, per_sample, batch)
-        loss = per_sample.mean()
-        if self.aux_modules and cfg.adab2n_lambda > 0 and j >= cfg.adab2n_t0:
-            loss = loss + cfg.adab2n_lambda * torch.stack([m.aux_loss() for m in self.aux_modules]).sum()
+        loss = per_sample.mean() if aux is None else per_sample.mean() + aux
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         check_finite(self.run, loss, net, step=self.updates)  # NaN/inf -> stop before the step (crl/reliability.py)
@@ -403,7 +392,7 @@ class ClassifierLearner:
             self.run.hooks.after_optimizer_step(self.run)
         with torch.no_grad():
             self._loss_sum += loss.detach()
-            self._correct += (ce_logits[:B].argmax(1) == y).sum()
+            self._correct += (self._ce_logits(logits[:B], t).argmax(1) == y).sum()
         self._count += B
         self._n_upd += 1
         if self.buffer.capacity:
@@ -412,24 +401,66 @@ class ClassifierLearner:
                 items["logits"] = logits[:B].detach()
             self.buffer.add(**items)
 
-    def _per_sample_loss(self, logits, ce_logits, Y, mems, B) -> torch.Tensor:
+    @staticmethod
+    def _batch(x, y, t, mems) -> dict:
+        """The joint batch: incoming samples first, then each memory draw (the format hooks see)."""
+        if mems:
+            x = torch.cat([x] + [m["x"] for m in mems])
+            y_all = torch.cat([y] + [m["y"] for m in mems])
+            t = torch.cat([t] + [m["t"] for m in mems])
+        else:
+            y_all = y
+        return {"obs": x, "x": x, "y": y_all, "task_ids": t, "num_incoming": len(y),
+                "mem_sizes": [len(m["y"]) for m in mems],
+                "mem_logits": mems[0]["logits"] if mems and "logits" in mems[0] else None}
+
+    def _forward(self, batch: dict, params: dict | None = None) -> torch.Tensor:
+        """Training-mode logits of ``batch["x"]``, task ids given to task-aware norms (AdaB2N) first."""
+        for m in self.task_aware:
+            m.set_task_ids(batch["task_ids"])
+        try:
+            if params is None:
+                return self.network(batch["x"])
+            return torch.func.functional_call(self.network, params, (batch["x"],), strict=False)
+        finally:
+            for m in self.task_aware:
+                if hasattr(m, "clear_task_ids"):
+                    m.clear_task_ids()
+
+    def _loss_terms(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """One loss term per sample of the joint batch, scaled so that their mean is the strategy's loss."""
-        if self.strategy in ("naive", "replay") or not mems:
+        Y, T, B = batch["y"], batch["task_ids"], batch["num_incoming"]
+        ce_logits = self._ce_logits(logits, T)
+        if self.strategy in ("naive", "replay") or not batch["mem_sizes"]:
             return F.cross_entropy(ce_logits, Y, reduction="none")
         N = len(Y)
+        low = torch.finfo(logits.dtype).min
         if self.strategy == "er-ace":
-            present = torch.zeros(self.num_classes, dtype=torch.bool, device=self.device)
+            present = torch.zeros(self.num_classes, dtype=torch.bool, device=logits.device)
             present[Y[:B]] = True
-            incoming = ce_logits[:B].masked_fill(~present, torch.finfo(logits.dtype).min)
+            incoming = ce_logits[:B].masked_fill(~present, low)
             mem = ce_logits[B:]
             return torch.cat([F.cross_entropy(incoming, Y[:B], reduction="none") * (N / B),
                               F.cross_entropy(mem, Y[B:], reduction="none") * (N / len(mem))])
-        # der++
-        r1 = len(mems[0]["y"])
+        # der++: incoming CE, alpha * logit MSE on the first memory draw, beta * CE on the second
+        r1 = batch["mem_sizes"][0]
         cur = F.cross_entropy(ce_logits[:B], Y[:B], reduction="none") * (N / B)
-        mse = (logits[B:B + r1] - mems[0]["logits"]).pow(2).mean(1) * (self.cfg.der_alpha * N / r1)
+        mse = (logits[B:B + r1] - batch["mem_logits"]).pow(2).mean(1) * (self.cfg.der_alpha * N / r1)
         ce2 = F.cross_entropy(ce_logits[B + r1:], Y[B + r1:], reduction="none") * (self.cfg.der_beta * N / (N - B - r1))
         return torch.cat([cur, mse, ce2])
+
+    # learner contract of --intervention meta-rescale (crl/interventions/meta_rescale.py)
+    def per_sample_loss(self, batch: dict, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-sample training loss, logits) of ``batch`` (with graph; ``params`` via functional_call)."""
+        logits = self._forward(batch, params)
+        return self._loss_terms(logits, batch), logits
+
+    def sample_batch(self, size: int) -> dict:
+        """``size`` samples of the current task's training data (uniform, with replacement), no memory."""
+        data = self.train_data[self.task_j]
+        idx = torch.randint(len(data), (size,), generator=self.gen).to(self.device)
+        t = torch.full((size,), self.task_j, dtype=torch.long, device=self.device)
+        return self._batch(data.inputs(idx), data.y[idx], t, [])
 
     def _log_train(self, step: int) -> None:
         log = self.run.logger

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.replay import ReplayBuffer
+from agents import fast
+from agents.replay import ReplayBuffer, host_to_device
 from crl.errors import UserError
 from crl.nn.network import build_network
+from crl.nn.norms import adab2n
 from crl.optim import LRSchedule, build_optimizer
 from crl.reliability import check_finite
 from crl.registry import AGENTS, HEADS
@@ -59,11 +61,20 @@ class DQNAgent:
         self.obs_shape, self.num_actions = tuple(obs_space.shape), int(act_space.n)
         self.head = HEADS.get(head_name)(cfg.num_bins, cfg.v_min, cfg.v_max, cfg.sigma_ratio).to(device)
         self.network = build_network(cfg, self.obs_shape, self.num_actions, self.head).to(device)
+        self.channels_last = cfg.channels_last and len(self.obs_shape) == 3  # speed: memory layout only
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
         self.target = copy.deepcopy(self.network)
         self.target.requires_grad_(False)
+        # --norm adab2n: per-transition task ids (stored in replay) for the training forwards, begin_task at
+        # each task switch and --adab2n-lambda * adaptation loss from task --adab2n-t0 on (see per_sample_loss)
+        self.task_aware = bool(adab2n.adab2n_layers(self.network))
+        self.adab2n_aux: torch.Tensor | None = None
         out_names = {f"output.{n}" for n, _ in self.network.output.named_parameters()}
         self.optimizer = build_optimizer(cfg.optimizer, list(self.network.named_parameters()), lr=cfg.lr,
                                          eps=cfg.adam_eps, weight_decay=cfg.weight_decay, muon_exclude=out_names)
+        if cfg.fused_optimizer:
+            fast.use_fused_kernel(self.optimizer)
         steps_per_task = max(1, cfg.steps // cfg.train_freq)
         restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
         self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, cfg.lr,
@@ -83,17 +94,42 @@ class DQNAgent:
         self.run = None  # set by the runner
         self._loss_sum = torch.zeros((), device=device)
         self._loss_count = 0
+        self._setup_speed(cfg)
+
+    def _setup_speed(self, cfg) -> None:
+        """The rest of the config's "speed" section (agents/fast.py); none of it changes the math."""
+        if cfg.fused_forward and cfg.norm not in fast.PER_SAMPLE_NORMS:
+            raise UserError(f"--fused-forward: --norm {cfg.norm} normalises with batch statistics or keeps state, so "
+                            "one forward over obs and next_obs would change them; per-sample norms: "
+                            f"{', '.join(sorted(fast.PER_SAMPLE_NORMS))}")
+        self.fused_forward = cfg.fused_forward and cfg.double_dqn
+        if cfg.compile:
+            self.network.compile()
+            self.target.compile()
+        self.graphed_loss = None
+        if cfg.cuda_graphs:
+            why = fast.GraphedLoss.unsupported(cfg, self.device)
+            if why:
+                raise UserError(f"--cuda-graphs: {why}")
+            self.graphed_loss = fast.GraphedLoss(self)
 
     # ------------------------------------------------------------------ the algorithm
     def update(self) -> None:
         cfg, net = self.cfg, self.network
         b = self.sample_batch(cfg.batch_size)
         net.train()
-        per_sample, _ = self.per_sample_loss(b)  # float32, (B,)
-        per_sample = self.run.hooks.transform_loss(self.run, per_sample, b)
-        loss = per_sample.mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.graphed_loss is not None and self.graphed_loss.usable():
+            loss = self.graphed_loss(b)  # --cuda-graphs: the loss and backward below, captured once, replayed
+        else:
+            with fast.autocast(self.device, cfg.amp_bf16):
+                per_sample, _ = self.per_sample_loss(b)  # float32, (B,)
+            aux = self.adab2n_aux  # AdaB2N adaptation loss of that forward (hooks may run more forwards)
+            per_sample = self.run.hooks.transform_loss(self.run, per_sample, b)
+            loss = per_sample.mean()
+            if aux is not None and cfg.adab2n_lambda > 0 and self.env_task_index >= cfg.adab2n_t0:
+                loss = loss + cfg.adab2n_lambda * aux
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         check_finite(self.run, loss, net, step=self.env_steps)  # NaN/inf -> stop before the step (crl/reliability.py)
         if cfg.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
@@ -110,28 +146,53 @@ class DQNAgent:
         ``params`` (name -> tensor) evaluates the online network functionally
         (``torch.func.functional_call``; meta-rescale's look-ahead); the bootstrap target
         always comes from the live online/target networks, without gradient.
+
+        AdaB2N (``--norm adab2n``): the online and target networks get the batch's per-transition
+        ``task_ids`` (the task each transition was collected in, stored in replay) for the
+        training-mode forwards here only (cleared on return, so other forwards, e.g. metric
+        probes, see a plain BN); ``self.adab2n_aux`` keeps the adaptation loss of the online
+        forward of ``obs`` (with graph), which ``update`` adds times ``--adab2n-lambda``. Acting
+        and evaluation run in eval mode, where AdaB2N uses its running statistics and no ids.
         """
         net, head = self.network, self.head
+        if self.task_aware:
+            adab2n.set_task_ids(net, b["task_ids"])
+            adab2n.set_task_ids(self.target, b["task_ids"])
         rows = torch.arange(len(b["actions"]), device=self.device)
-        out = net(b["obs"]) if params is None else torch.func.functional_call(net, params, (b["obs"],))
+        fuse = self.fused_forward and params is None  # --fused-forward: obs and next_obs in one online forward
+        x = torch.cat([b["obs"], b["next_obs"]]) if fuse else b["obs"]
+        out = net(x) if params is None else torch.func.functional_call(net, params, (x,))
+        self.adab2n_aux = adab2n.aux_loss(net) if self.task_aware else None
+        out, online_next = (out[:len(rows)], out[len(rows):].detach()) if fuse else (out, None)
         out_sa = out[rows, b["actions"]]  # (B, K) at the taken actions
         with torch.no_grad():
             next_target = self.target(b["next_obs"])  # (B, A, K)
-            selector = net(b["next_obs"]) if self.cfg.double_dqn else next_target
+            if self.cfg.double_dqn:
+                selector = online_next if fuse else net(b["next_obs"])
+            else:
+                selector = next_target
             a_star = head.q_values(selector).argmax(dim=1)  # greedy on decoded Q
             target = head.bootstrap_target(next_target[rows, a_star], b["returns"], b["discounts"])
+        if self.task_aware:
+            for m in adab2n.adab2n_layers(net) + adab2n.adab2n_layers(self.target):
+                m.clear_task_ids()
         return head.loss(out_sa, target), out_sa
 
     def sample_batch(self, size: int) -> dict:
         """A uniform replay batch of ``size`` n-step transitions."""
-        return self.replay.sample(size, self.cfg.n_step, self.cfg.gamma)
+        b = self.replay.sample(size, self.cfg.n_step, self.cfg.gamma)
+        if self.channels_last:  # the conv layout of the network (same values)
+            b["obs"], b["next_obs"] = fast.channels_last(b["obs"]), fast.channels_last(b["next_obs"])
+        return b
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
         self.network.eval()
-        q = self.network.q_values(torch.as_tensor(obs, device=self.device))
-        greedy = q.argmax(dim=1).cpu().numpy()
+        x = host_to_device(torch.as_tensor(obs), self.device)  # pinned and non-blocking on CUDA
+        with fast.autocast(self.device, self.cfg.amp_bf16):
+            q = self.network.q_values(fast.channels_last(x) if self.channels_last else x)
+        greedy = q.argmax(dim=1).cpu().numpy()  # the one device sync of an env step: the env needs the actions
         explore = rng.random(len(obs)) < epsilon
         return np.where(explore, rng.integers(self.num_actions, size=len(obs)), greedy)
 
@@ -145,6 +206,8 @@ class DQNAgent:
         self.prev_done = np.zeros(n, bool)
         self.ep_return, self.ep_len = np.zeros(n), np.zeros(n, np.int64)
         self.env_task_index = task_index
+        adab2n.begin_task(self.network, task_index)  # AdaB2N's current task (no-op for other norms)
+        adab2n.begin_task(self.target, task_index)
         if self.cfg.reset_replay_per_task and task_index > 0:
             self.replay = ReplayBuffer(self.cfg.buffer_size, n, self.obs_shape, self.replay.stack, self.replay.obs_dtype,
                                        self.device, self.cfg.seed + task_index)
@@ -155,35 +218,45 @@ class DQNAgent:
         cfg, n, run = self.cfg, self.cfg.num_envs, self.run
         if self.env_task_index != run.task_index:
             self._switch_env(task, run.task_index)
+        # --overlap-env needs an env whose step() is send() + recv() over all its envs (ale-py's vector env)
+        overlap = cfg.overlap_env and hasattr(self.env, "send") and getattr(self.env, "batch_size", 0) == n
         done_steps = 0
         while done_steps < steps and not run.stop_requested:  # SIGINT/SIGTERM: return early, the runner checkpoints
             eps = linear_epsilon(self.env_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
             actions = self.act(self.obs, eps, self.np_rng)
-            next_obs, reward, terminated, truncated, _ = self.env.step(actions)
+            if overlap:  # the env steps in its own threads while the updates due at this step run
+                self.env.send(actions)
+                self._learn(n, self.env_steps + n)
+                next_obs, reward, terminated, truncated, _ = self.env.recv()
+            else:
+                next_obs, reward, terminated, truncated, _ = self.env.step(actions)
             valid = ~self.prev_done  # NEXT_STEP autoreset: the step after a done step is a reset, not a transition
             learn_reward = np.clip(reward, -1.0, 1.0) if cfg.clip_rewards else reward
-            self.replay.add(self.obs, actions, learn_reward, next_obs, terminated, truncated, valid)
+            self.replay.add(self.obs, actions, learn_reward, next_obs, terminated, truncated, valid,
+                            task=self.env_task_index)
             self._track_episodes(reward, terminated | truncated, valid)
             self.prev_done = terminated | truncated
             self.obs = next_obs
             self.env_steps += n
             done_steps += n
-            self._learn(n)
+            if not overlap:
+                self._learn(n, self.env_steps)
             if self.env_steps % cfg.log_every < n:
                 self._log_train(eps)
         return done_steps
 
-    def _learn(self, new_steps: int) -> None:
+    def _learn(self, new_steps: int, env_steps: int) -> None:
+        """The updates and target copy due once ``env_steps`` env steps have been collected."""
         cfg = self.cfg
-        if self.env_steps < cfg.learning_starts or len(self.replay) < cfg.batch_size:
+        if env_steps < cfg.learning_starts or len(self.replay) < cfg.batch_size:
             return
         self.update_debt += new_steps / cfg.train_freq
         while self.update_debt >= 1.0:
             self.update()
             self.update_debt -= 1.0
-        if self.env_steps >= self.next_target_sync:
+        if env_steps >= self.next_target_sync:
             self.target.load_state_dict(self.network.state_dict())
-            self.next_target_sync = (self.env_steps // cfg.target_update + 1) * cfg.target_update
+            self.next_target_sync = (env_steps // cfg.target_update + 1) * cfg.target_update
 
     def _track_episodes(self, reward, done, valid) -> None:
         self.ep_return += np.where(valid, reward, 0.0)

@@ -4,11 +4,11 @@ Storage model
 -------------
 The buffer has one circular *lane* of ``capacity // num_envs`` slots per environment of a
 vector env. Each slot holds ONE frame (``obs[-1]`` of a stacked observation, or the whole
-observation when ``stack == 1``), plus the action, the (already clipped) reward and a flag
-byte of the transition that *starts* at that frame. A stacked observation is rebuilt from
-the ``stack`` consecutive slots of the same lane that end at its frame, so an 84x84 uint8
-Atari transition costs one frame (7,056 B) plus a few bytes, instead of 28,224 B
-(SB3/CleanRL ``optimize_memory_usage``) or 56,448 B (obs + next_obs stored naively); see
+observation when ``stack == 1``), plus the action, the (already clipped) reward, a flag
+byte and a task-index byte of the transition that *starts* at that frame. A stacked
+observation is rebuilt from the ``stack`` consecutive slots of the same lane that end at
+its frame, so an 84x84 uint8 Atari transition costs one frame (7,056 B) plus a few bytes,
+instead of 28,224 B (SB3/CleanRL ``optimize_memory_usage``) or 56,448 B (obs + next_obs stored naively); see
 ``/work/shared/reference/value_heads_and_torsos.md`` section 4.5. The idea of storing single
 frames and re-stacking them at sampling time is the one of the original DQN replay memory
 (Mnih et al., Nature 2015) and of Dopamine's ``OutOfGraphReplayBuffer``; the lane layout,
@@ -154,6 +154,9 @@ class ReplayBuffer:
         self._actions = torch.zeros((n, length), dtype=torch.int32, device=self.device)
         self._rewards = torch.zeros((n, length), dtype=torch.float32, device=self.device)
         self._flags = torch.zeros((n, length), dtype=torch.uint8, device=self.device)
+        # task index of each stored transition (``add(..., task=i)``; ``sample()['task_ids']``), for
+        # task-aware norms (AdaB2N); one byte per slot, at most 255
+        self._tasks = torch.zeros((n, length), dtype=torch.uint8, device=self.device)
         # host mirror of the flags: the bookkeeping of add/len never waits for the device
         self._flags_host = np.zeros((n, length), dtype=np.uint8)
         self._written = np.zeros(n, dtype=np.int64)  # slots ever written per lane (logical clock)
@@ -192,9 +195,14 @@ class ReplayBuffer:
             )
         return t.reshape(self.num_envs, self.stack, *self.frame_shape)
 
-    def add(self, obs, actions, rewards, next_obs, terminated, truncated, valid) -> None:
-        """Store one vector-env step (leading dim ``num_envs`` everywhere); see the module doc."""
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated, valid, task: int = 0) -> None:
+        """Store one vector-env step (leading dim ``num_envs`` everywhere); see the module doc.
+
+        ``task``: the task index of the step's transitions (0..255), returned as ``task_ids``.
+        """
         n, length, s = self.num_envs, self.lane, self.stack
+        if not 0 <= int(task) <= 255:
+            raise ValueError(f"ReplayBuffer.add: task must be in [0, 255] (stored as uint8), got {task}")
         valid_h = _host_bool(valid, n, "valid")
         term_h = _host_bool(terminated, n, "terminated")
         trunc_h = _host_bool(truncated, n, "truncated")
@@ -259,6 +267,7 @@ class ReplayBuffer:
         self._flags_host[lanes, start] = fl
         self._actions.view(-1).index_copy_(0, start_t, act.index_select(0, lanes_t))
         self._rewards.view(-1).index_copy_(0, start_t, rew.index_select(0, lanes_t))
+        self._tasks.view(-1).index_fill_(0, start_t, int(task))
 
         self._written[lanes] = w1
         self._starts_total[lanes] += 1
@@ -374,6 +383,7 @@ class ReplayBuffer:
             "next_obs": frames.index_select(0, nxt_slots).view(b, *self.obs_shape),
             "discounts": discounts,
             "indices": idx,
+            "task_ids": self._tasks.view(-1).index_select(0, idx).to(torch.int64),
         }
 
     def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, torch.Tensor]:
@@ -412,7 +422,8 @@ class ReplayBuffer:
 
     def nbytes(self) -> int:
         """Bytes held by all storage: device tensors plus the host-side bookkeeping arrays."""
-        dev = sum(t.numel() * t.element_size() for t in (self._frames, self._actions, self._rewards, self._flags))
+        dev = sum(t.numel() * t.element_size()
+                  for t in (self._frames, self._actions, self._rewards, self._flags, self._tasks))
         host = sum(
             a.nbytes
             for a in (
@@ -443,16 +454,24 @@ class ReplayBuffer:
     def state_dict(self) -> dict:
         """Everything needed to resume, sampling generator included.
 
-        The storage tensors are returned by reference (no copy of a multi-GiB buffer):
-        save it (``torch.save``) before the next ``add``, or deep-copy it for a snapshot.
+        Once the buffer has wrapped, the storage tensors are returned by reference (no copy of a
+        multi-GiB buffer): save it (``torch.save``) before the next ``add``, or deep-copy it.
         """
+        used = int(min(self._written.max(initial=0), self.lane))
+
+        def filled(t: torch.Tensor) -> torch.Tensor:
+            # Only the slots ever written: a short run saves MBs, not the GBs of an empty 1M buffer.
+            # (A slice is cloned because torch.save of a view would write the whole storage.)
+            return t if used == self.lane else t[:, :used].clone()
+
         return {
             "version": _STATE_VERSION,
             "config": self._config(),
-            "frames": self._frames,
-            "actions": self._actions,
-            "rewards": self._rewards,
-            "flags": self._flags,
+            "frames": filled(self._frames),
+            "actions": filled(self._actions),
+            "rewards": filled(self._rewards),
+            "flags": filled(self._flags),
+            "tasks": filled(self._tasks),
             "written": torch.from_numpy(self._written.copy()),
             "open": torch.from_numpy(self._open.copy()),
             "last_start": torch.from_numpy(self._last_start.copy()),
@@ -469,11 +488,16 @@ class ReplayBuffer:
             raise ValueError(
                 f"ReplayBuffer.load_state_dict: saved buffer {state['config']} does not match this one {self._config()}"
             )
-        self._frames.copy_(state["frames"])
-        self._actions.copy_(state["actions"])
-        self._rewards.copy_(state["rewards"])
-        self._flags.copy_(state["flags"])
-        self._flags_host = state["flags"].detach().cpu().numpy().astype(np.uint8, copy=True)
+        used = state["flags"].shape[1]
+        self._flags.zero_()
+        self._frames[:, :used].copy_(state["frames"])
+        self._actions[:, :used].copy_(state["actions"])
+        self._rewards[:, :used].copy_(state["rewards"])
+        self._flags[:, :used].copy_(state["flags"])
+        self._tasks.zero_()
+        if "tasks" in state:  # absent in checkpoints written before the task column: all task 0
+            self._tasks[:, :used].copy_(state["tasks"])
+        self._flags_host = self._flags.detach().cpu().numpy().astype(np.uint8, copy=True)
         self._written = state["written"].cpu().numpy().astype(np.int64, copy=True)
         self._open = state["open"].cpu().numpy().astype(bool, copy=True)
         self._last_start = state["last_start"].cpu().numpy().astype(np.int64, copy=True)

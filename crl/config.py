@@ -8,6 +8,7 @@ back with :func:`load_config`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -146,12 +147,29 @@ class Config:
     meta_inner_lr: float = _f(0.0, "meta-rescale: SGD lr of the virtual look-ahead step (0 = the learner's lr)")
     meta_every: int = _f(1, "meta-rescale: optimizer updates between meta steps")
     meta_val: str = _f("sampled", "meta-rescale: validation batch from the training data: sampled (drawn from a "
-                                  "pool in proportion to the weights), uniform, or weighted (uniform, loss weighted)",
-                       choices=("sampled", "uniform", "weighted"))
+                                  "pool in proportion to the weights), uniform, weighted (uniform, loss weighted) "
+                                  "or small-loss (the smallest-loss fraction --meta-keep of uniform candidates)",
+                       choices=("sampled", "uniform", "weighted", "small-loss"))
+    meta_keep: float = _f(0.5, "meta-rescale: --meta-val small-loss keeps this fraction of its candidates "
+                               "(Co-teaching's 1 - noise rate; should not exceed 1 - the expected noise rate)")
+    meta_loss: str = _f("ce", "meta-rescale: meta loss on the validation batch: ce (the learner's per-sample loss "
+                              "as is) or mae (1 - exp(-loss): 1 - p(y|x) for cross-entropy, noise-robust)",
+                        choices=("ce", "mae"))
     meta_val_size: int = _f(0, "meta-rescale: validation batch size (0 = the training batch size)")
     meta_pool: int = _f(4, "meta-rescale: candidate pool for --meta-val sampled, in validation batches")
     meta_warmup: int = _f(0, "meta-rescale: updates with all weights 1 before the rescaler is used")
     meta_reset_per_task: bool = _f(False, "meta-rescale: restart the rescaler and its statistics at each task")
+    # --- speed (agents/fast.py; defaults = fastest measured on CPU, docs/results/throughput.md) ---
+    fused_optimizer: bool = _f(True, "Adam/AdamW: PyTorch's fused kernel, one for all parameters (same update rule)")
+    channels_last: bool = _f(True, "conv torsos: weights and image batches in channels-last layout (faster convs)")
+    overlap_env: bool = _f(True, "ale-py vector env: step it (send/recv) while the due updates run; those updates then "
+                                 "sample replay without the transitions of the env step in flight")
+    fused_forward: bool = _f(False, "double DQN: one online forward over obs and next_obs (fewer GPU launches; more "
+                                    "backward work on CPU); only with per-sample norms")
+    compile: bool = _f(False, "torch.compile the online and target networks (minutes of compiling; small gain on CPU)")
+    cuda_graphs: bool = _f(False, "CUDA: capture the update's forward and backward once, replay it on each batch")
+    amp_bf16: bool = _f(False, "bfloat16 autocast of the network forwards; value-head losses stay float32 "
+                               "(changes numerics; slower on CPU without AMX)")
     # --- metrics -----------------------------------------------------------------------
     metrics_every: int = _f(10_000, "env steps between plasticity metrics (0 = off)")
 
@@ -218,7 +236,7 @@ def read_config_values(path: Path) -> dict[str, Any]:
     """The ``field: value`` pairs of a YAML file, each checked with :func:`coerce` (``--config FILE``)."""
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:  # fuzz: binary files raised UnicodeDecodeError
         raise UserError(f"config: cannot read {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UserError(f"config: {path} is not a mapping of field: value")
@@ -247,13 +265,18 @@ def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
         if kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            if isinstance(value, str) and "e" in value.lower():  # 1e6; not 2.5e0 (fuzz: was silently 2)
+                as_float = float(value)
+                if not as_float.is_integer():
+                    raise ValueError
+                return int(as_float)
+            return int(value)
         if kind is float:
             if isinstance(value, bool):
                 raise ValueError
             out = float(value)
-            if out != out:
-                raise ValueError
+            if not math.isfinite(out):  # NaN and +-inf (also 1e400) are never a setting (fuzz: inf got through)
+                raise UserError(f"{source}: expected a finite number, got '{value}'")
             return out
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError
@@ -268,9 +291,18 @@ def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
 
 _POSITIVE = ("steps", "eval_every", "eval_episodes", "eval_max_steps", "checkpoint_every", "num_envs", "n_step",
              "batch_size", "buffer_size", "train_freq", "target_update", "num_bins", "num_experts",
-             "expert_hidden", "impala_width", "log_every")
-_NON_NEGATIVE = ("learning_starts", "eps_decay_steps", "lr_warmup", "metrics_every", "weight_decay", "max_grad_norm")
-_UNIT_INTERVAL = ("gamma", "sticky_actions", "eps_start", "eps_end", "eval_eps")
+             "expert_hidden", "impala_width", "log_every",
+             # found by tests/test_fuzz.py (negative or zero values were accepted):
+             "max_episode_frames", "cycles", "eval_batch_size", "resnet_width", "redo_every", "meta_hidden",
+             "meta_every", "meta_pool", "meta_lr")
+_NON_NEGATIVE = ("learning_starts", "eps_decay_steps", "lr_warmup", "metrics_every", "weight_decay", "max_grad_norm",
+                 # found by tests/test_fuzz.py (0 means "off"/"default" for several of these; negatives were accepted):
+                 "seed", "n_tasks", "max_train_samples", "replay_size", "replay_batch_size", "epochs",
+                 "relabel_every", "adab2n_lambda", "adab2n_t0", "der_alpha", "der_beta", "sp_every", "reset_every",
+                 "l2_init_coef", "meta_inner_lr", "meta_val_size", "meta_warmup", "redo_tau", "sp_shrink",
+                 "sp_perturb", "adam_eps")
+_UNIT_INTERVAL = ("gamma", "sticky_actions", "eps_start", "eps_end", "eval_eps", "label_shuffle_eps",
+                  "warm_start_fraction")
 
 
 def validate(cfg: Config) -> None:
@@ -287,6 +319,8 @@ def validate(cfg: Config) -> None:
             raise UserError(f"{flag(name)}: must be in [0, 1], got {getattr(cfg, name)}")
     if not cfg.lr > 0:
         raise UserError(f"--lr: must be > 0, got {cfg.lr}")
+    if cfg.seed >= 2 ** 32:  # numpy's limit (fuzz: --seed -3 and 2**32 were numpy tracebacks)
+        raise UserError(f"--seed: must be < 2**32, got {cfg.seed}")
     if not cfg.v_min < cfg.v_max:
         raise UserError(f"--v-min/--v-max: need v_min < v_max, got {cfg.v_min} >= {cfg.v_max}")
     if cfg.buffer_size < cfg.num_envs * 2:

@@ -261,7 +261,8 @@ def _locate(trial: Trial) -> None:
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             saved = None
         expected = dataclasses.asdict(cfg)
-        diff = ([k for k in expected if k not in IGNORED_IN_CONFIG_CHECK and saved.get(k) != expected[k]]
+        # Fields missing there (written by an older crl) take their defaults on resume: not a difference.
+        diff = ([k for k in expected if k not in IGNORED_IN_CONFIG_CHECK and k in saved and saved[k] != expected[k]]
                 if isinstance(saved, dict) else ["config.yaml unreadable"])
         if diff:
             shown = ", ".join(f"{k}: {saved.get(k)!r} there, {expected[k]!r} here" for k in diff[:3]
@@ -419,6 +420,10 @@ def run_ray(trials: list[Trial], args: argparse.Namespace) -> int | None:
             if need > total.get(key, 0.0):
                 raise UserError(f"crl sweep: {flag} {need:g} is more than the Ray cluster has "
                                 f"({total.get(key, 0.0):g} {key})")
+        if total.get("GPU", 0.0) > 0 and args.gpus_per_run == 0:
+            print("note: --gpus-per-run is 0, so Ray reserves no GPU for the trials, but it does not hide the GPUs "
+                  "either: with --device auto every trial uses cuda:0. Give --gpus-per-run (e.g. 0.25) or "
+                  "--device cpu in the base command", file=sys.stderr)
         for t in todo:
             _prepare_to_run(t)
         specs = [{"name": t.name, "argv": t.command, "cwd": os.getcwd(), "cpus": args.cpus_per_run} for t in todo]
@@ -508,7 +513,7 @@ def trial_table(trials: list[Trial]) -> str:
     return "\n".join(lines)
 
 
-def comparison(trials: list[Trial], out: Path) -> str | None:
+def comparison(trials: list[Trial], out: Path, tags: Sequence[str] | None = None) -> str | None:
     """The ``crl compare`` table of the finished trials, when crl/compare.py is there."""
     try:
         from crl import compare as crl_compare
@@ -518,7 +523,7 @@ def comparison(trials: list[Trial], out: Path) -> str | None:
     if not done:
         return None
     try:
-        result = crl_compare.compare(done, out=out)
+        result = crl_compare.compare(done, tags=tags, out=out)
     except UserError as err:
         print(f"note: crl compare could not tabulate the sweep: {err}", file=sys.stderr)
         return None
@@ -560,13 +565,15 @@ def main_from_args(args: argparse.Namespace) -> int:
         if t.status in ("failed", "stopped", "diverged") and t.message:
             print(f"  {t.name}: {t.status}: {t.message}")
     out = Path(args.compare_out) if args.compare_out else run_root / f"sweep-{sweep_id(args.base, grid)}"
-    table = comparison(trials, out)
+    table = None if args.no_compare else comparison(trials, out, args.compare_tags)
     if table:
         print()
         print(table)
     if interrupted:
         print("crl sweep: interrupted; run the same command again to resume", file=sys.stderr)
         return interrupted
+    if any(t.status in ("stopped", "pending") for t in trials):
+        print("crl sweep: some trials did not finish; run the same command again to resume them", file=sys.stderr)
     return 0 if all(t.status in ("finished", "skipped") for t in trials) else 1
 
 
@@ -636,11 +643,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-run", type=_fraction(True), default=1.0, metavar="F",
                    help="CPUs reserved per trial, fractions allowed (ray; default: 1)")
     p.add_argument("--gpus-per-run", type=_fraction(False), default=0.0, metavar="F",
-                   help="GPUs reserved per trial, e.g. 0.25 puts 4 trials on a GPU (ray; default: 0)")
+                   help="GPUs reserved per trial, e.g. 0.25 puts 4 trials on a GPU (ray; default: 0; Ray then "
+                        "hides no GPU, so add --device cpu to the base command for CPU-only trials)")
     p.add_argument("--address", default=None, metavar="ADDR",
                    help="connect to this Ray cluster (e.g. auto or ray://host:10001) instead of starting local Ray")
     p.add_argument("--compare-out", default=None, metavar="DIR",
                    help="folder of the crl compare plots and tables (default: <run-dir>/sweep-<id>)")
+    p.add_argument("--compare-tags", nargs="+", default=None, metavar="TAG",
+                   help="tags or patterns of the comparison (default: those of crl compare)")
+    p.add_argument("--no-compare", action="store_true", help="print only the per-trial table")
     p.add_argument("base", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="the crl command line each trial runs (atari, gym or run and its flags)")
     p.set_defaults(command="sweep")

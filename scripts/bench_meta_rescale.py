@@ -12,10 +12,16 @@ Reported per variant (mean +- std over seeds): clean-label test accuracy at the 
 training; the rescaler's weights of flipped vs. clean training samples, (a) ``w final``:
 evaluated on the whole training set after training (normalised to mean 1 over it), and
 (b) ``w train``: the weights the learner actually used, averaged over the last 20% of
-updates. A markdown table is printed.
+updates, and (c) at each 10% of training, (a)'s ratio w flipped / w clean (printed per run;
+the table counts the checkpoints, of 10, where it is below 1, one count per seed).
+A markdown table is printed. Variants: ``none``; the ``--meta-val`` modes ``sampled``,
+``uniform``, ``weighted``, ``small-loss`` (``--keep`` sets its ``--meta-keep``); ``oracle``
+(clean-label meta batches); a ``+mae`` suffix switches to ``--meta-loss mae``.
 
     python scripts/bench_meta_rescale.py                       # 3 seeds, 2,000 updates
     python scripts/bench_meta_rescale.py --seeds 5 --variants none,sampled,uniform,weighted
+    python scripts/bench_meta_rescale.py --variants none,oracle,sampled,uniform,weighted,small-loss,\
+        uniform+mae,small-loss+mae,sampled+mae                 # docs/results/meta_rescale.md
 """
 from __future__ import annotations
 
@@ -87,15 +93,19 @@ class BenchLearner:
 
 def run_one(seed: int, variant: str, args) -> dict:
     xtr, ytr, flipped, xte, yte, ytrue = noisy_digits(seed, args.noise)
-    oracle = variant == "oracle"
+    mode, _, meta_loss = variant.partition("+")
+    oracle = mode == "oracle"
     learner = BenchLearner(xtr, ytr, args.hidden, args.lr, seed, clean_y=ytrue if oracle else None)
-    hook = None if variant == "none" else MetaRescale(val="uniform" if oracle else variant)
+    hook = None if mode == "none" else MetaRescale(val="uniform" if oracle else mode, keep=args.keep,
+                                                   meta_loss=meta_loss or "ce")
     run = SimpleNamespace(learner=learner, logger=None, global_step=0)
     if hook is not None:
         hook.on_run_start(run)
     used_w = torch.zeros(len(xtr))
     used_n = torch.zeros(len(xtr))
     tail = int(args.steps * 0.8)
+    checkpoints = {int(round(args.steps * k / 10)) - 1 for k in range(1, 11)}
+    trace = []  # (w flipped, w clean) on the whole training set at each 10% of training
     t0 = time.perf_counter()
     for step in range(args.steps):
         batch = learner.train_batch(args.batch_size)
@@ -111,6 +121,9 @@ def run_one(seed: int, variant: str, args) -> dict:
         learner.optimizer.step()
         if hook is not None:
             hook.after_optimizer_step(run)
+            if step in checkpoints:
+                w = hook.sample_weights(learner, (xtr, ytr, torch.arange(len(xtr))))
+                trace.append((float(w[flipped].mean()), float(w[~flipped].mean())))
     seconds = time.perf_counter() - t0
     learner.network.eval()
     with torch.no_grad():
@@ -124,6 +137,8 @@ def run_one(seed: int, variant: str, args) -> dict:
         avg = used_w[seen] / used_n[seen]
         out["w_train_flipped"] = float(avg[flipped[seen]].mean())
         out["w_train_clean"] = float(avg[~flipped[seen]].mean())
+        out["below"] = sum(f < c for f, c in trace)
+        out["trace"] = " ".join(f"{f / c:.2f}" for f, c in trace)
     return out
 
 
@@ -143,9 +158,11 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--noise", type=float, default=0.4)
     p.add_argument("--hidden", type=lambda s: [int(v) for v in s.split(",")], default=[256, 256])
-    p.add_argument("--variants", default="none,sampled,uniform",
-                   help="none (plain training), --meta-val modes (sampled, uniform, weighted) and oracle "
-                        "(meta batches with the clean labels: a check of the meta-gradient, not a method)")
+    p.add_argument("--variants", default="none,sampled,uniform,small-loss",
+                   help="none (plain training), --meta-val modes (sampled, uniform, weighted, small-loss) and "
+                        "oracle (meta batches with the clean labels: a check of the meta-gradient, not a "
+                        "method); append '+mae' for --meta-loss mae, e.g. small-loss+mae")
+    p.add_argument("--keep", type=float, default=0.5, help="--meta-keep of the small-loss variants")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -157,16 +174,24 @@ def main(argv=None) -> None:
             results[v].append(r)
             print(f"seed {seed} {v:>8}: acc {r['acc']:.3f}  " + "  ".join(
                 f"{k} {r[k]:.3f}" for k in r if k.startswith("w_")) + f"  ({r['seconds']:.1f} s)", flush=True)
+            if "trace" in r:
+                print(f"    w flipped / w clean at each 10% of training: {r['trace']}", flush=True)
     print(f"\nsklearn digits, {args.noise:.0%} symmetric label noise (train), {args.steps} updates of batch "
           f"{args.batch_size}, MLP {args.hidden}, Adam lr {args.lr}, {args.seeds} seeds (mean ± std)\n")
-    print("| variant | clean test acc | w flipped (final) | w clean (final) | w flipped (train) | w clean (train) | s/run |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | clean test acc | w flipped (final) | w clean (final) | w flipped (train) | w clean (train) "
+          "| checkpoints w flipped < w clean | s/run |")
+    print("|---|---|---|---|---|---|---|---|")
     for v, rs in results.items():
+        mode, _, meta_loss = v.partition("+")
         name = {"none": "no rescaling", "oracle": "oracle: clean-label meta batches (MWN check, not a method)"}.get(
-            v, f"meta-rescale --meta-val {v}")
+            mode, f"meta-rescale --meta-val {mode}")
+        name += f" --meta-loss {meta_loss}" if meta_loss else ""
+        name += f" --meta-keep {args.keep}" if mode == "small-loss" else ""
         col = lambda k: fmt([r[k] for r in rs if k in r])  # noqa: E731
         print(f"| {name} | {col('acc')} | {col('w_final_flipped')} | {col('w_final_clean')} | "
-              f"{col('w_train_flipped')} | {col('w_train_clean')} | {fmt([r['seconds'] for r in rs], 1)} |")
+              f"{col('w_train_flipped')} | {col('w_train_clean')} | "
+              f"{'-' if 'below' not in rs[0] else '/'.join(str(r['below']) for r in rs)} | "
+              f"{fmt([r['seconds'] for r in rs], 1)} |")
 
 
 if __name__ == "__main__":

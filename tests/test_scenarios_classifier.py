@@ -73,8 +73,8 @@ def test_er_ace_masks_incoming_logits_to_present_classes():
     logits = torch.zeros(4, 10)
     logits[:2, 9] = 50.0  # an absent class dominates the incoming samples
     Y = torch.tensor([0, 1, 2, 3])
-    mems = [{"y": Y[2:]}]
-    per = L._per_sample_loss(logits, logits, Y, mems, B=2)
+    batch = {"y": Y, "task_ids": torch.zeros(4, dtype=torch.long), "num_incoming": 2, "mem_sizes": [2]}
+    per = L._loss_terms(logits, batch)
     expected_in = F.cross_entropy(torch.zeros(2, 2), torch.tensor([0, 1]))  # only classes 0, 1 compete
     expected_mem = F.cross_entropy(logits[2:], Y[2:])
     assert per.mean().item() == pytest.approx((expected_in + expected_mem).item(), rel=1e-5)
@@ -86,8 +86,9 @@ def test_der_pp_loss_is_ce_plus_weighted_terms():
     logits = torch.randn(7, 10)
     Y = torch.randint(10, (7,))
     stored = torch.randn(2, 10)
-    mems = [{"y": Y[3:5], "logits": stored}, {"y": Y[5:]}]
-    per = L._per_sample_loss(logits, logits, Y, mems, B=3)
+    batch = {"y": Y, "task_ids": torch.zeros(7, dtype=torch.long), "num_incoming": 3, "mem_sizes": [2, 2],
+             "mem_logits": stored}
+    per = L._loss_terms(logits, batch)
     expected = (F.cross_entropy(logits[:3], Y[:3]) + 0.3 * F.mse_loss(logits[3:5], stored)
                 + 0.7 * F.cross_entropy(logits[5:], Y[5:]))
     assert per.shape == (7,) and per.mean().item() == pytest.approx(expected.item(), rel=1e-5)
@@ -185,3 +186,11 @@ def test_probe_batch_is_fixed_and_model_ready():
     assert p.shape == (16, 1, 8, 8) and p.dtype == torch.float32 and p.max() <= 1.0
     L.train(sc.tasks[0], 3)
     assert L.probe_batch(sc.tasks[0], size=16) is p
+
+
+def test_interventions_act_on_the_classifier(tmp_path):
+    # meta-rescale needs per_sample_loss/sample_batch and runs extra forwards through AdaB2N
+    argv = ["run", "split-digits", "--n-tasks", "2", "--epochs", "0.3", "--strategy", "der++", "--norm", "adab2n",
+            "--intervention", "meta-rescale,redo", "--run-dir", str(tmp_path), "--no-progress", "--metrics-every", "5",
+            "--mlp-hidden", "16"]
+    assert main(argv) == 0

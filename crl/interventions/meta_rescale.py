@@ -108,7 +108,8 @@ from crl.registry import INTERVENTIONS
 
 FEATURES = ("loss", "loss_z", "entropy", "margin", "gradnorm")
 OUTPUTS = ("sigmoid", "softplus")
-VAL_MODES = ("sampled", "uniform", "weighted")
+VAL_MODES = ("sampled", "uniform", "weighted", "small-loss")
+META_LOSSES = ("ce", "mae")
 
 
 def parse_features(spec: str) -> list[str]:
@@ -157,16 +158,22 @@ class MetaRescale(Hook):
     def __init__(self, features: str = ",".join(FEATURES), hidden: int = 64, output: str = "sigmoid",
                  normalize: bool = True, lr: float = 1e-3, inner_lr: float = 0.0, every: int = 1,
                  val: str = "sampled", val_size: int = 0, pool: int = 4, warmup: int = 0,
-                 reset_per_task: bool = False, stats_decay: float = 0.99):
+                 reset_per_task: bool = False, stats_decay: float = 0.99, keep: float = 0.5,
+                 meta_loss: str = "ce"):
         if output not in OUTPUTS:
             raise UserError(f"--meta-output: unknown output '{output}'; accepted: {', '.join(OUTPUTS)}")
         if val not in VAL_MODES:
             raise UserError(f"--meta-val: unknown mode '{val}'; accepted: {', '.join(VAL_MODES)}")
+        if meta_loss not in META_LOSSES:
+            raise UserError(f"--meta-loss: unknown loss '{meta_loss}'; accepted: {', '.join(META_LOSSES)}")
+        if not 0.0 < float(keep) <= 1.0:
+            raise UserError(f"--meta-keep: must be in (0, 1], got {keep}")
         self.features = parse_features(features)
         self.hidden, self.output, self.normalize = int(hidden), output, bool(normalize)
         self.lr, self.inner_lr, self.every = float(lr), float(inner_lr), int(every)
         self.val, self.val_size, self.pool, self.warmup = val, int(val_size), int(pool), int(warmup)
         self.reset_per_task, self.stats_decay = bool(reset_per_task), float(stats_decay)
+        self.keep, self.meta_loss = float(keep), meta_loss
         self.rescaler = Rescaler(len(self.features), self.hidden, self.output)
         self.meta_opt = torch.optim.Adam(self.rescaler.parameters(), lr=self.lr)
         self.loss_mean = torch.zeros(())
@@ -266,6 +273,15 @@ class MetaRescale(Hook):
 
     # ------------------------------------------------------------------ meta step
     def validation_batch(self, learner, size: int):
+        if self.val == "small-loss":
+            # Small-loss criterion (Co-teaching, Han et al. 2018; MentorNet, Jiang et al. 2018):
+            # of ceil(size / keep) uniform candidates, the `size` with the smallest current loss.
+            pool_size = max(size, math.ceil(size / self.keep - 1e-9))
+            pool = learner.sample_batch(pool_size)
+            with torch.no_grad():
+                losses, _ = learner.per_sample_loss(pool)
+            idx = torch.topk(losses.detach().float(), size, largest=False).indices
+            return index_batch(pool, idx, pool_size)
         if self.val != "sampled":
             return learner.sample_batch(size)
         pool_size = size * max(1, self.pool)
@@ -288,6 +304,10 @@ class MetaRescale(Hook):
         size = self.val_size or len(losses)
         val = self.validation_batch(learner, size)
         val_losses, _ = learner.per_sample_loss(val, params=fast)
+        if self.meta_loss == "mae":
+            # 1 - exp(-l): for a cross-entropy loss with a hard label, 1 - p(y|x), i.e. half the MAE
+            # between softmax and one-hot (Ghosh et al. 2017), a symmetric, noise-tolerant loss.
+            val_losses = 1.0 - torch.exp(-val_losses)
         if self.val == "weighted":
             with torch.no_grad():
                 vw = self.sample_weights(learner, val)
@@ -345,13 +365,15 @@ def from_config(cfg) -> MetaRescale:
     for name in ("meta_val_size", "meta_warmup"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(cfg, name)}")
+    if not 0.0 < cfg.meta_keep <= 1.0:
+        raise UserError(f"--meta-keep: must be in (0, 1], got {cfg.meta_keep}")
     if not cfg.meta_lr > 0:
         raise UserError(f"--meta-lr: must be > 0, got {cfg.meta_lr}")
     if not cfg.meta_inner_lr >= 0:
         raise UserError(f"--meta-inner-lr: must be >= 0 (0 = the learner's lr), got {cfg.meta_inner_lr}")
     return MetaRescale(cfg.meta_features, cfg.meta_hidden, cfg.meta_output, cfg.meta_normalize, cfg.meta_lr,
                        cfg.meta_inner_lr, cfg.meta_every, cfg.meta_val, cfg.meta_val_size, cfg.meta_pool,
-                       cfg.meta_warmup, cfg.meta_reset_per_task)
+                       cfg.meta_warmup, cfg.meta_reset_per_task, keep=cfg.meta_keep, meta_loss=cfg.meta_loss)
 
 
 @INTERVENTIONS.register("meta-rescale", "Meta loss-rescaling (crl's STORM-like design, Heck et al. 2025): a meta-"

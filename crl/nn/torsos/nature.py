@@ -10,7 +10,7 @@ from torch import nn
 
 from crl.errors import UserError
 from crl.nn.blocks import conv_block, dense_block
-from crl.registry import TORSOS
+from crl.registry import NORMS, TORSOS
 
 
 class ConvTorso(nn.Module):
@@ -24,7 +24,10 @@ class ConvTorso(nn.Module):
             self.feature_map_shape = tuple(encoder(torch.zeros(2, *obs_shape)).shape[1:])
         encoder.train()
         flat = self.feature_map_shape[0] * self.feature_map_shape[1] * self.feature_map_shape[2]
-        self.dense = nn.Sequential(nn.Flatten(), dense_block(flat, hidden, norm))
+        # A conv-only norm (GroupNorm, EvoNorm: not defined for dense features) normalises the conv
+        # stack only, as in the ResNets of their papers; this dense layer is then Linear -> ReLU.
+        dense_norm = norm if 1 in NORMS.entry(norm).meta.get("dims", (1, 2)) else "none"
+        self.dense = nn.Sequential(nn.Flatten(), dense_block(flat, hidden, dense_norm))
         self.out_features = hidden
 
     def features_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,159 @@
+"""Speed helpers of the DQN learner (config section "speed"); none of them changes the math.
+
+* :func:`use_fused_kernel`: Adam/AdamW through PyTorch's fused implementation (one kernel
+  over all parameters instead of a Python loop over them; same update rule, equal to float
+  rounding). On the 2-core CPU of docs/results/throughput.md it cut the optimizer step from
+  ~17 ms to ~1.4 ms of a ~90-120 ms Nature-CNN update.
+* :func:`channels_last`: image batches in channels-last layout, to match conv weights
+  converted with ``module.to(memory_format=torch.channels_last)``; oneDNN (CPU) and cuDNN
+  (GPU) pick faster convolution kernels for it. Same values, another memory layout.
+* :data:`PER_SAMPLE_NORMS`: norms whose output for a sample depends on that sample only, so
+  that one forward over ``cat([obs, next_obs])`` equals two forwards (``fused_forward``) and
+  a captured forward stays valid (``cuda_graphs``). Batch-statistics norms (BatchNorm,
+  EvoNorm-B0, PowerNorm, ...) would see other statistics, or keep Python-side counters.
+* :class:`GraphedLoss` (``--cuda-graphs``): the loss, forward and backward of an update
+  captured once in a CUDA graph and replayed on each new batch (Nguyen et al., "Accelerating
+  PyTorch with CUDA Graphs", PyTorch blog 2021; the "partial-network capture" pattern of the
+  ``torch.cuda.graphs`` docs). Gradient clipping, the NaN guard and the optimizer step stay
+  eager, so learning-rate schedules and interventions that touch the optimizer work as before.
+
+Throughput numbers and what helped where: ``scripts/bench_throughput.py``.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from torch import nn
+
+PER_SAMPLE_NORMS = frozenset({"none", "layernorm", "nap", "rmsnorm", "groupnorm", "evonorm-s0"})
+# BatchNorm's statistics update is an in-place tensor op, so a captured forward replays it exactly
+GRAPH_SAFE_NORMS = PER_SAMPLE_NORMS | {"batchnorm"}
+
+
+def use_fused_kernel(optimizer: torch.optim.Optimizer) -> bool:
+    """Switch a fresh Adam/AdamW to its fused kernel; returns whether it did.
+
+    ``fused`` is a documented constructor option of both classes, read from each param
+    group at every step; setting it on the groups before the first step is what the
+    constructor would have done. Other optimizers (SGD, AdamP, NorMuon) are left alone.
+    """
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or optimizer.state:
+        return False
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if any(g.get("differentiable") for g in optimizer.param_groups) or not all(
+            p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        return False
+    for group in [*optimizer.param_groups, optimizer.defaults]:
+        group["foreach"], group["fused"] = False, True
+    return True
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-d image batch in channels-last layout (same values); anything else unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast of the network forwards (``amp_bf16``); the value heads compute their
+    softmax, log-softmax and losses in float32 themselves (``crl/nn/heads.py``)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+class GraphedLoss:
+    """``per_sample_loss(batch).mean().backward()`` captured in one CUDA graph.
+
+    Usage in :meth:`agents.dqn.DQNAgent.update`: ``loss = graphed(batch)`` replaces the
+    forward, the mean and ``backward()`` (the gradients land in ``p.grad`` as usual); the
+    first call captures. Before capturing, three warm-up passes run on a side stream with
+    throwaway gradients, and every buffer of both networks (e.g. BatchNorm statistics) is
+    restored afterwards, so capturing changes no state. :meth:`usable` says when the eager
+    path must run instead: hooks on the network or its parameters (the plasticity metrics
+    arm such hooks for one update), or a hook that transforms the loss (e.g. meta-rescale).
+    Parameters replaced by new tensors (not updated in place) trigger a new capture.
+    """
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.graph = None
+        self.static: dict[str, torch.Tensor] = {}
+        self.loss = None
+        self.grads: list[torch.Tensor] = []
+        self._ptrs: list[int] = []
+        self._refused = False
+
+    @staticmethod
+    def unsupported(cfg, device: torch.device) -> str | None:
+        """Why ``--cuda-graphs`` cannot apply to this config (None if it can)."""
+        if device.type != "cuda":
+            return "needs --device cuda"
+        if cfg.norm not in GRAPH_SAFE_NORMS:
+            return (f"--norm {cfg.norm} keeps per-update state outside tensors; supported norms: "
+                    f"{', '.join(sorted(GRAPH_SAFE_NORMS))}")
+        return None
+
+    def usable(self) -> bool:
+        agent = self.agent
+        if self._refused:
+            return False
+        hooks = agent.run.hooks if agent.run is not None else None
+        from crl.hooks import Hook
+
+        if hooks is not None and any(type(h).transform_loss is not Hook.transform_loss for h in hooks.hooks):
+            warnings.warn("--cuda-graphs: a hook transforms the loss; updates run eagerly", stacklevel=3)
+            self._refused = True
+            return False
+        for net in (agent.network, agent.target):
+            if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in net.modules()):
+                return False
+        return not any(getattr(p, "_post_accumulate_grad_hooks", None) or p._backward_hooks
+                       for p in agent.network.parameters())
+
+    def reset(self) -> None:
+        self.graph = None
+
+    def __call__(self, batch: dict) -> torch.Tensor:
+        params = list(self.agent.network.parameters())
+        if self.graph is None or self._ptrs != [p.data_ptr() for p in params]:
+            self._capture(batch, params)
+        for k, v in self.static.items():
+            v.copy_(batch[k])
+        for p, g in zip(params, self.grads):  # an eager update in between may have set them to None
+            p.grad = g
+        self.graph.replay()
+        return self.loss
+
+    def _capture(self, batch: dict, params: list[nn.Parameter]) -> None:
+        agent = self.agent
+        nets = (agent.network, agent.target)
+        buffers = [b.detach().clone() for n in nets for b in n.buffers()]
+        self.static = {k: v.clone() for k, v in batch.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                for p in params:
+                    p.grad = None
+                self._forward_backward()
+        torch.cuda.current_stream().wait_stream(side)
+        for p in params:
+            p.grad = None
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = self._forward_backward()
+        with torch.no_grad():
+            for b, saved in zip([b for n in nets for b in n.buffers()], buffers):
+                b.copy_(saved)
+        self.grads = [p.grad for p in params]
+        self._ptrs = [p.data_ptr() for p in params]
+
+    def _forward_backward(self) -> torch.Tensor:
+        agent = self.agent
+        with autocast(agent.device, agent.cfg.amp_bf16):
+            per_sample, _ = agent.per_sample_loss(self.static)
+        loss = per_sample.mean()
+        loss.backward()
+        return loss.detach()
