@@ -37,7 +37,8 @@ statistics of BatchNorm-like layers compared to separate forwards.
 Modes. ``--online``: one pass over each task's data in small batches (AdaB2N protocol:
 ``--batch-size 10``, replay batch 10, SGD lr 0.03); otherwise ``--epochs`` passes. One *step*
 of the runner is one update. A task without its own ``steps`` gets ``ceil(n / batch_size)``
-steps per pass (the last batch of a pass may be short; passes never mix); such tasks are
+steps per pass (the last batch of a pass may be short, but never a single sample: that one joins
+the batch before; passes never mix); such tasks are
 given that budget in place (``task.steps``, marked ``task.info["crl_auto_steps"]``). A task
 whose own budget exceeds one pass continues with a new shuffled pass, also in online mode.
 
@@ -65,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.fast import use_fused_kernel
 from crl.errors import UserError
 from crl.nn.network import Introspectable, build_torso
 from crl.optim import LRSchedule, build_optimizer
@@ -72,6 +74,13 @@ from crl.registry import AGENTS
 from crl.reliability import check_finite
 
 STRATEGIES = ("naive", "replay", "er-ace", "der++")
+
+
+def steps_per_pass(n: int, batch_size: int) -> int:
+    """Minibatches in one pass over ``n`` samples: ``ceil(n / batch_size)``, except that a last batch
+    of a single sample is merged into the one before it (BatchNorm-like layers cannot train on one)."""
+    steps = math.ceil(n / batch_size)
+    return steps - 1 if steps > 1 and n % batch_size == 1 else steps
 
 
 class ClassifierNet(Introspectable, nn.Module):
@@ -211,6 +220,8 @@ class ClassifierLearner:
         out_names = {f"output.{n}" for n, _ in self.network.output.named_parameters()}
         self.optimizer = build_optimizer(cfg.optimizer, list(self.network.named_parameters()), lr=cfg.lr,
                                          eps=cfg.adam_eps, weight_decay=cfg.weight_decay, muon_exclude=out_names)
+        if cfg.fused_optimizer:  # speed: Adam/AdamW's fused kernel, same update rule (agents/fast.py)
+            use_fused_kernel(self.optimizer)
         stream = scenario.stream()
         budgets = [t.steps or cfg.steps for t in stream]
         restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
@@ -304,7 +315,7 @@ class ClassifierLearner:
         for t, d in zip(self.tasks, self.train_data):
             if t.steps is not None and not t.info.get("crl_auto_steps"):
                 continue
-            per_pass = math.ceil(len(d) / cfg.batch_size)
+            per_pass = steps_per_pass(len(d), cfg.batch_size)
             if cfg.online:
                 t.steps = per_pass
             elif cfg.epochs > 0:
@@ -334,6 +345,8 @@ class ClassifierLearner:
             self._perm_dev = self.perm.to(self.device)
             self.cursor = 0
         end = min(self.cursor + self.cfg.batch_size, n)
+        if n - end == 1:  # never leave a batch of one (batch-statistics norms cannot train on it)
+            end = n
         idx = self._perm_dev[self.cursor:end]
         self.cursor = end
         return idx

@@ -395,15 +395,20 @@ class ReplayBuffer:
         if n1 == 0:
             raise ValueError("ReplayBuffer.sample: the buffer holds no sampleable transition yet")
         lane_state = self._lane_state()
-        # candidates per round: enough that one round usually suffices
-        per_round = int(min(max(2 * batch_size, np.ceil(1.25 * batch_size * self.capacity / n1) + 16), 1 << 22))
-        chunks, got, rounds = [], 0, 0
+        # Candidates are uniform over the slots written so far (a lane fills positions 0, 1, ...
+        # before it wraps; every sampleable transition starts in one), so a round of about
+        # 1.25 * batch_size candidates usually suffices at any fill level.
+        live = torch.as_tensor(np.minimum(self._written, self.lane))
+        ends = torch.cumsum(live, 0)
+        per_round = int(min(max(2 * batch_size, np.ceil(1.25 * batch_size * int(ends[-1]) / n1) + 16), 1 << 22))
+        parts, got, rounds = [], 0, 0
         while got < batch_size:
-            cand = torch.randint(self.capacity, (per_round,), generator=self._gen)
-            ok = self._window(cand, n_step, lane_state)[0]
-            sel = cand[ok]
-            chunks.append(sel)
-            got += int(sel.numel())
+            u = torch.randint(int(ends[-1]), (per_round,), generator=self._gen)
+            env = torch.searchsorted(ends, u, right=True)
+            cand = env * self.lane + u - (ends - live).index_select(0, env)
+            ok, *facts = self._window(cand, n_step, lane_state)
+            parts.append([cand[ok], *(f[ok] for f in facts)])
+            got += int(ok.sum())
             rounds += 1
             if got == 0 and rounds >= 32:
                 # very few (or no) transitions have a full n-step window: draw from the exact set
@@ -412,10 +417,9 @@ class ReplayBuffer:
                     raise ValueError(
                         f"ReplayBuffer.sample: no stored transition has an available {n_step}-step window yet"
                     )
-                pick = torch.randint(pool.numel(), (batch_size,), generator=self._gen)
-                chunks, got = [pool[pick]], batch_size
-        idx = torch.cat(chunks)[:batch_size]
-        ok, env, p, fl, included, m = self._window(idx, n_step, lane_state)
+                idx = pool[torch.randint(pool.numel(), (batch_size,), generator=self._gen)]
+                return self._assemble(idx, *self._window(idx, n_step, lane_state)[1:], n_step, gamma)
+        idx, env, p, fl, included, m = (torch.cat(c)[:batch_size] for c in zip(*parts))
         return self._assemble(idx, env, p, fl, included, m, n_step, gamma)
 
     # ------------------------------------------------------------------ accounting

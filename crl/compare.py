@@ -389,7 +389,8 @@ def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="plots and tables with confidence intervals from run directories",
-                       description="Read TensorBoard event files of run directories. Groups runs by config (all but the seed), plots "
+                       description="Read TensorBoard event files of run directories. Groups runs by config "
+                       "(all but the seed), plots "
                        "tags over steps (mean, 95% bootstrap band) and tabulates final values (IQM with >= 5 "
                        "seeds, else mean; 95% bootstrap CIs).")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, folders above them, or globs")

@@ -146,15 +146,16 @@ class Config:
     meta_lr: float = _f(1e-3, "meta-rescale: Adam learning rate of the rescaler")
     meta_inner_lr: float = _f(0.0, "meta-rescale: SGD lr of the virtual look-ahead step (0 = the learner's lr)")
     meta_every: int = _f(1, "meta-rescale: optimizer updates between meta steps")
-    meta_val: str = _f("sampled", "meta-rescale: validation batch from the training data: sampled (drawn from a "
-                                  "pool in proportion to the weights), uniform, weighted (uniform, loss weighted) "
-                                  "or small-loss (the smallest-loss fraction --meta-keep of uniform candidates)",
-                       choices=("sampled", "uniform", "weighted", "small-loss"))
+    meta_val: str = _f("small-loss", "meta-rescale: validation batch from the training data: small-loss (the "
+                                     "smallest-loss fraction --meta-keep of uniform candidates; Co-teaching's "
+                                     "criterion), sampled (drawn from a pool in proportion to the weights), uniform, "
+                                     "or weighted (uniform, loss weighted)",
+                       choices=("small-loss", "sampled", "uniform", "weighted"))
     meta_keep: float = _f(0.5, "meta-rescale: --meta-val small-loss keeps this fraction of its candidates "
                                "(Co-teaching's 1 - noise rate; should not exceed 1 - the expected noise rate)")
-    meta_loss: str = _f("ce", "meta-rescale: meta loss on the validation batch: ce (the learner's per-sample loss "
-                              "as is) or mae (1 - exp(-loss): 1 - p(y|x) for cross-entropy, noise-robust)",
-                        choices=("ce", "mae"))
+    meta_loss: str = _f("mae", "meta-rescale: meta loss on the validation batch: mae (1 - exp(-loss): 1 - p(y|x) "
+                               "for cross-entropy, noise-robust) or ce (the learner's per-sample loss as is)",
+                        choices=("mae", "ce"))
     meta_val_size: int = _f(0, "meta-rescale: validation batch size (0 = the training batch size)")
     meta_pool: int = _f(4, "meta-rescale: candidate pool for --meta-val sampled, in validation batches")
     meta_warmup: int = _f(0, "meta-rescale: updates with all weights 1 before the rescaler is used")
@@ -162,11 +163,13 @@ class Config:
     # --- speed (agents/fast.py; defaults = fastest measured on CPU, docs/results/throughput.md) ---
     fused_optimizer: bool = _f(True, "Adam/AdamW: PyTorch's fused kernel, one for all parameters (same update rule)")
     channels_last: bool = _f(True, "conv torsos: weights and image batches in channels-last layout (faster convs)")
-    overlap_env: bool = _f(True, "ale-py vector env: step it (send/recv) while the due updates run; those updates then "
-                                 "sample replay without the transitions of the env step in flight")
+    overlap_env: str = _f("auto", "ale-py vector env: step it (send/recv) while the due updates run, which then sample "
+                                  "replay without that env step; auto = on with CUDA, off on CPU (measured slower: "
+                                  "env threads and the update share the cores)", choices=("auto", "on", "off"))
     fused_forward: bool = _f(False, "double DQN: one online forward over obs and next_obs (fewer GPU launches; more "
                                     "backward work on CPU); only with per-sample norms")
-    compile: bool = _f(False, "torch.compile the online and target networks (minutes of compiling; small gain on CPU)")
+    compile: bool = _f(False, "torch.compile the online and target networks (minutes of compiling; no gain measured "
+                              "on CPU)")
     cuda_graphs: bool = _f(False, "CUDA: capture the update's forward and backward once, replay it on each batch")
     amp_bf16: bool = _f(False, "bfloat16 autocast of the network forwards; value-head losses stay float32 "
                                "(changes numerics; slower on CPU without AMX)")
@@ -327,6 +330,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"--buffer-size: must hold at least 2 transitions per env ({cfg.num_envs * 2}), got {cfg.buffer_size}")
     if cfg.sigma_ratio <= 0:
         raise UserError(f"--sigma-ratio: must be > 0, got {cfg.sigma_ratio}")
+    if not 0.0 < cfg.meta_keep <= 1.0:
+        raise UserError(f"--meta-keep: must be in (0, 1], got {cfg.meta_keep}")
     cfg.mlp_sizes()
 
 

@@ -29,6 +29,7 @@ number (:class:`NumericalError`), 2 bad input (nothing ran), 128+N stopped by si
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -141,30 +142,31 @@ def check_finite(run: Any, loss: torch.Tensor, network: torch.nn.Module, step: i
     over every gradient, hiding the layer it came from) and ``optimizer.step()``.
     ``step`` (default ``run.global_step``) is the step named in the message.
     """
-    state = _state_tensors(network)
-    grads = [(n, p.grad) for n, p in network.named_parameters() if p.grad is not None]
-    scalars = [loss.detach().float().sum()]
-    scalars += _norms([t for _, t in state]) + _norms([g for _, g in grads])
+    params = list(network.parameters())
+    state = [p.detach() for p in params] + [b for b in network.buffers() if b.is_floating_point()]
+    grads = [p.grad for p in params if p.grad is not None]
+    # NaN/inf anywhere makes the sum of the norms non-finite; .item() is the one device sync.
+    total = torch.stack([n.float() for n in _norms([loss.detach().float().reshape(-1), *state, *grads])]).sum()
     step = _step_of(run, step)
-    if not bool(torch.isfinite(torch.stack([s.float() for s in scalars])).all()):  # the one sync of the fast path
-        _raise_if_bad_state(network, state, step)
+    if not math.isfinite(total.item()):
+        _raise_if_bad_state(network, _state_tensors(network), step)
         if not bool(torch.isfinite(loss.detach()).all()):
             raise NumericalError("loss", step, value="nan" if bool(torch.isnan(loss.detach()).any()) else "inf")
-        bad = _bad(grads)
+        bad = _bad([(n, p.grad) for n, p in network.named_parameters() if p.grad is not None])
         if bad:
             # Backprop runs from the output to the input: the non-finite gradient nearest the
             # output (last in registration order) is where it appeared.
             name, value = bad[-1]
             raise NumericalError("gradient", step, where=name, value=value, others=len(bad) - 1)
-        # else a norm overflowed for huge but finite values: not an error.
+        # else a norm (or their sum) overflowed for huge but finite values: not an error.
     snap = _SNAPSHOTS.get(network)
     if snap is None:
         snap = _SNAPSHOTS[network] = _Snapshot()
     if snap.tensors is None or len(snap.tensors) != len(state) or any(
-            s.shape != t.shape or s.device != t.device for s, (_, t) in zip(snap.tensors, state)):
-        snap.tensors = [t.detach().clone() for _, t in state]
+            s.shape != t.shape or s.device != t.device or s.dtype != t.dtype for s, t in zip(snap.tensors, state)):
+        snap.tensors = [t.clone() for t in state]
     else:
-        _copy(snap.tensors, [t for _, t in state])
+        _copy(snap.tensors, state)
     snap.step = step
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from crl.checkpoint import load_latest_checkpoint, save_checkpoint
-from crl.reliability import NumericalError, check_parameters, parameters_finite, stop_on_signals
 from crl.config import Config
 from crl.hooks import HookList
 from crl.logging import RunLogger
+from crl.reliability import NumericalError, check_parameters, parameters_finite, stop_on_signals
 from crl.scenario import Scenario
 
 
@@ -138,7 +138,7 @@ class Runner:
         self.hooks.on_run_end(self)
         summary = self.summary()
         summary["stopped_early"] = self.task_index < len(self.stream)
-        if self.stop_signal:
+        if self.stop_signal and summary["stopped_early"]:  # a signal during the very last evaluation: finished
             summary["stop_signal"] = self.stop_signal
         self.logger.write_summary(summary)
         self.logger.close()

@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -163,7 +163,8 @@ class Trial:
     argv: list[str]  # crl argv of a fresh run (resume adds --resume DIR)
     config: Config
     run_dir: Path | None = None
-    status: str = "new"  # new, resume, restart, done, diverged -> after running: done, failed, diverged, stopped
+    status: str = "new"  # new, resume, restart, done, diverged; in the end: finished, skipped, diverged, failed,
+    #                      stopped (resumable) or pending (the sweep stopped before it)
     message: str = ""
     ran: bool = False
 
@@ -246,16 +247,20 @@ def plan(base: Sequence[str], grid: dict[str, list]) -> list[Trial]:
     return trials
 
 
-def _locate(trial: Trial) -> None:
-    """Find the trial's run directory (if any) and decide: new, resume, restart, done or diverged."""
+def _candidate_dirs(cfg: Config) -> list[Path]:
+    """Run directories named like this trial: ``<run_dir>/*/<agent>-<norm>-<interventions>/<name>``
+    (:func:`crl.api.run_directory` with ``*`` for the scenario, which is not built here)."""
     from crl import api
 
-    cfg = trial.config
-    # api.run_directory with a '*' scenario gives the pattern <run_dir>/*/<agent>-<norm>-<interventions>/<name>.
     pattern = api.run_directory(cfg, SimpleNamespace(name="*")).relative_to(cfg.run_dir)
-    found = sorted(p.parent for p in Path(cfg.run_dir).glob(str(pattern / "config.yaml")))
+    return sorted(p.parent for p in Path(cfg.run_dir).glob(str(pattern / "config.yaml")))
+
+
+def _locate(trial: Trial) -> None:
+    """Find the trial's run directory (if any) and decide: new, resume, restart, done or diverged."""
+    cfg = trial.config
     mine = []
-    for d in found:
+    for d in _candidate_dirs(cfg):
         try:
             saved = yaml.safe_load((d / "config.yaml").read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -431,7 +436,7 @@ def run_ray(trials: list[Trial], args: argparse.Namespace) -> int | None:
         tuner = tune.Tuner(
             tune.with_resources(_ray_trial, resources),
             param_space={"trial": tune.grid_search(specs)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent,
+            tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent, reuse_actors=True,
                                         trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),
             run_config=tune.RunConfig(name="crl-sweep", storage_path=storage, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0)),
@@ -446,7 +451,7 @@ def run_ray(trials: list[Trial], args: argparse.Namespace) -> int | None:
             metrics = result.metrics or {}
             code = metrics.get("exit_code")
             if result.error is not None or code is None:
-                t.status, t.message = "failed", f"Ray trial error: {str(result.error).strip().splitlines()[-1:]}"
+                t.status, t.message = "failed", f"Ray trial error: {(str(result.error).strip().splitlines() or ['?'])[-1]}"
             elif code >= 128 or code < 0:
                 t.status, t.message = "stopped", f"stopped (exit code {code})"
             elif code != 0:
@@ -469,10 +474,7 @@ def _final_status(trial: Trial) -> None:
         trial.status = "pending"
         return
     if trial.run_dir is None:
-        from crl import api
-
-        pattern = api.run_directory(trial.config, SimpleNamespace(name="*")).relative_to(trial.config.run_dir)
-        found = sorted(p.parent for p in Path(trial.config.run_dir).glob(str(pattern / "config.yaml")))
+        found = _candidate_dirs(trial.config)
         trial.run_dir = found[0] if found else None
     if trial.run_dir is None:
         if trial.status not in ("failed", "stopped"):

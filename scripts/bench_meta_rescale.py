@@ -16,7 +16,8 @@ updates, and (c) at each 10% of training, (a)'s ratio w flipped / w clean (print
 the table counts the checkpoints, of 10, where it is below 1, one count per seed).
 A markdown table is printed. Variants: ``none``; the ``--meta-val`` modes ``sampled``,
 ``uniform``, ``weighted``, ``small-loss`` (``--keep`` sets its ``--meta-keep``); ``oracle``
-(clean-label meta batches); a ``+mae`` suffix switches to ``--meta-loss mae``.
+(clean-label meta batches); the meta loss is ``ce`` unless a ``+mae`` suffix switches to
+``--meta-loss mae`` (the intervention's defaults are ``small-loss`` and ``mae``).
 
     python scripts/bench_meta_rescale.py                       # 3 seeds, 2,000 updates
     python scripts/bench_meta_rescale.py --seeds 5 --variants none,sampled,uniform,weighted
@@ -185,7 +186,7 @@ def main(argv=None) -> None:
         mode, _, meta_loss = v.partition("+")
         name = {"none": "no rescaling", "oracle": "oracle: clean-label meta batches (MWN check, not a method)"}.get(
             mode, f"meta-rescale --meta-val {mode}")
-        name += f" --meta-loss {meta_loss}" if meta_loss else ""
+        name += f" --meta-loss {meta_loss or 'ce'}" if mode != "none" else ""
         name += f" --meta-keep {args.keep}" if mode == "small-loss" else ""
         col = lambda k: fmt([r[k] for r in rs if k in r])  # noqa: E731
         print(f"| {name} | {col('acc')} | {col('w_final_flipped')} | {col('w_final_clean')} | "

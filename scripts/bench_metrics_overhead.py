@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--cartpole-steps", type=int, default=20_000)
     parser.add_argument("--atari-steps", type=int, default=20_000)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core box)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: fastest on a shared 2-core box)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []

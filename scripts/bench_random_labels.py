@@ -83,15 +83,18 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--norms", default="none,nap", help="arms to run")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = {}
     with tempfile.TemporaryDirectory() as root:
-        for norm in ("none", "nap"):
+        for norm in args.norms.split(","):
             t0 = time.time()
             rows = run_arm(norm, args, root)
             out[norm] = rows
+            if len(rows) < args.tasks:
+                print(f"  WARNING: --norm {norm} stopped early after {len(rows)} of {args.tasks} tasks", flush=True)
             print(f"--norm {norm}: {time.time() - t0:.0f} s", flush=True)
             print("  task  train_acc  dormant_tau0  dormant_tau0.025")
             for r in rows:

@@ -1,8 +1,9 @@
 """Training throughput of crl's Atari DQN against Stable-Baselines3's, and the raw env speed.
 
-Each measurement runs in its own process, one after another on the same machine, the
-systems interleaved within every repeat (so a machine that gets busier slows all of them
-alike); medians over the repeats, and the crl/SB3 ratio is taken within each repeat.
+Each system runs in its own process. The processes are set up one after another (imports,
+replay fill, burn-in), then driven round robin, one timed window at a time, so only one of
+them works at any moment and a machine that gets busier slows all systems alike. Medians
+over the repeats; the crl/SB3 ratio is the median of the per-repeat ratios.
 
 * ``crl-hlgauss``, ``crl-dqn``: ``crl atari --agent dqn-hlgauss`` / ``dqn`` (double DQN, as crl
   runs them), all other settings equal to SB3's below;
@@ -20,15 +21,15 @@ alike); medians over the repeats, and the crl/SB3 ratio is taken within each rep
 
 Learning systems fill ``--learning-starts`` env steps (epsilon reaches 0.01 there, so the
 measured phase acts greedily 99% of the time in both libraries), run ``--burn-in`` more
-steps with updates, then time ``--steps`` env steps. Reported: env steps/s, the crl/SB3
+steps with updates, then each window times ``--steps`` env steps. Reported: env steps/s, the crl/SB3
 ratio, where the time goes (env stepping, acting, replay sampling, the network update, the
 NaN guard, everything else), crl's share of time outside the network update, peak resident
 memory of the process (and peak CUDA memory), and replay bytes per stored transition.
 Shares come from wrappers around the library's own methods; on CUDA they are measured in
 a second, synchronised window of ``--steps // 4`` steps (the first one gives the speed).
 
-    python scripts/bench_throughput.py                      # CPU, ~7 min on 2 busy cores
-    python scripts/bench_throughput.py --device cuda        # one GPU run (~5 min)
+    python scripts/bench_throughput.py                      # CPU, ~7 min on 2 cores under load 10
+    python scripts/bench_throughput.py --device cuda        # one GPU run (~6 min)
     python scripts/bench_throughput.py --systems crl-dqn-single,sb3-dqn --repeats 5
 
 Appends a markdown section (date, machine, command, table) to docs/results/throughput.md
@@ -55,22 +56,22 @@ LEARNERS = {  # system -> crl config overrides (besides the shared settings)
     "crl-dqn": dict(agent="dqn"),
     "crl-dqn-single": dict(agent="dqn", double_dqn=False),
     "crl-dqn-plain": dict(agent="dqn", double_dqn=False, fused_optimizer=False, channels_last=False,
-                          overlap_env=False, fused_forward=False),
-    # ablations of crl-dqn-single: one speed option off each
+                          overlap_env="off", fused_forward=False),
+    # ablations of crl-dqn-single: one speed option switched each
     "crl-dqn-single-no-fused-adam": dict(agent="dqn", double_dqn=False, fused_optimizer=False),
     "crl-dqn-single-no-channels-last": dict(agent="dqn", double_dqn=False, channels_last=False),
-    "crl-dqn-single-no-overlap": dict(agent="dqn", double_dqn=False, overlap_env=False),
+    "crl-dqn-single-overlap": dict(agent="dqn", double_dqn=False, overlap_env="on"),
     "crl-dqn-fused-forward": dict(agent="dqn", fused_forward=True),
     "crl-hlgauss-graphs": dict(agent="dqn-hlgauss", cuda_graphs=True),
     "crl-hlgauss-compile": dict(agent="dqn-hlgauss", compile=True),
 }
 DEFAULT_SYSTEMS = {
     "cpu": "crl-hlgauss,crl-dqn,crl-dqn-single,sb3-dqn,raw-env,crl-act",
-    "cuda": "crl-hlgauss,crl-hlgauss-graphs,crl-dqn,crl-dqn-single,sb3-dqn,raw-env,crl-act",
+    "cuda": "crl-hlgauss,crl-hlgauss-graphs,crl-dqn-single,sb3-dqn,raw-env,crl-act",
 }
 DEFAULTS = {  # per device: (steps, learning_starts, burn_in, repeats, num_envs, env_steps, threads)
-    "cpu": dict(steps=800, learning_starts=1_000, burn_in=160, repeats=3, num_envs=8, env_steps=6_000, threads=1),
-    "cuda": dict(steps=20_000, learning_starts=5_000, burn_in=2_000, repeats=2, num_envs=16, env_steps=30_000,
+    "cpu": dict(steps=400, learning_starts=1_000, burn_in=80, repeats=3, num_envs=8, env_steps=4_000, threads=1),
+    "cuda": dict(steps=10_000, learning_starts=5_000, burn_in=1_000, repeats=2, num_envs=16, env_steps=20_000,
                  threads=0),
 }
 PARTS = ("env", "act", "sample", "update", "guard", "add")
@@ -160,10 +161,10 @@ def _crl_learner(args, overrides: dict, num_envs: int, learning_starts: int):
 def _instrument_crl(learner, clock: Clock) -> None:
     import agents.dqn as dqn_module
 
-    env = learner.env
-    for name in ("step", "send", "recv"):
-        if hasattr(env, name):
-            setattr(env, name, clock.wrap("env", getattr(env, name)))
+    env, cfg = learner.env, learner.cfg
+    overlap = cfg.overlap_env == "on" or (cfg.overlap_env == "auto" and learner.device.type == "cuda")
+    for name in (("send", "recv") if overlap and hasattr(env, "send") else ("step",)):  # ale's step calls send
+        setattr(env, name, clock.wrap("env", getattr(env, name)))
     learner.act = clock.wrap("act", learner.act)
     learner.sample_batch = clock.wrap("sample", learner.sample_batch)
     learner.update = clock.wrap("update", learner.update)
@@ -173,7 +174,7 @@ def _instrument_crl(learner, clock: Clock) -> None:
     dqn_module.check_finite = clock.wrap("guard", dqn_module._bench_original_check_finite)
 
 
-def _timed_window(train, steps: int, clock: Clock | None, cuda: bool) -> tuple[int, float]:
+def _timed(run, clock: Clock | None, cuda: bool) -> tuple[int, float]:
     import torch
 
     if clock is not None:
@@ -181,7 +182,7 @@ def _timed_window(train, steps: int, clock: Clock | None, cuda: bool) -> tuple[i
     if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    done = train(steps)
+    done = run()
     if cuda:
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
@@ -190,70 +191,92 @@ def _timed_window(train, steps: int, clock: Clock | None, cuda: bool) -> tuple[i
     return done, wall
 
 
-def worker_crl(args, system: str) -> dict:
-    import torch
+class CrlWorker:
+    """crl's training loop: ``setup`` fills replay and burns in, each ``window`` trains ``--steps``."""
 
-    cuda = args.device == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    learner, task, runner = _crl_learner(args, LEARNERS[system], args.num_envs, args.learning_starts)
-    clock = Clock(sync=False)
-    _instrument_crl(learner, clock)
-    learner.train(task, args.learning_starts)  # random-policy fill, no updates
-    learner.train(task, args.burn_in)  # first updates: allocator, kernel caches, captures, compiles
-    updates0 = learner.updates
-    done, wall = _timed_window(lambda s: learner.train(task, s), args.steps, None if cuda else clock, cuda)
-    out = {"sps": done / wall, "steps": done, "wall": wall, "updates": learner.updates - updates0}
-    if cuda:  # shares from a second, synchronised window
-        clock.sync = True
-        done2, wall2 = _timed_window(lambda s: learner.train(task, s), max(args.steps // 4, 1), clock, cuda)
-        out["shares"] = clock.shares(wall2)
-        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        out["gpu"] = torch.cuda.get_device_name()
-    else:
-        out["shares"] = clock.shares(wall)
-    out["bytes_per_transition"] = learner.replay.bytes_per_transition()
-    out["peak_rss_mib"] = _peak_rss_mib()
-    out["graphed"] = bool(getattr(learner, "graphed_loss", None) is not None and learner.graphed_loss.graph is not None)
-    learner.env.close()
-    runner.logger.close()
-    return out
+    def __init__(self, args, system: str):
+        self.args, self.system = args, system
+        self.cuda = args.device == "cuda"
+        self.acting_only = system == "crl-act"
+
+    def setup(self) -> None:
+        import torch
+
+        args = self.args
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        if self.acting_only:  # 16 envs, updates never start
+            self.learner, self.task, self.runner = _crl_learner(args, dict(agent="dqn-hlgauss"), 16, 1 << 40)
+            self.steps = args.env_steps
+        else:
+            self.learner, self.task, self.runner = _crl_learner(args, LEARNERS[self.system], args.num_envs,
+                                                                args.learning_starts)
+            self.steps = args.steps
+        self.clock = Clock()
+        _instrument_crl(self.learner, self.clock)
+        if self.acting_only:
+            self.learner.train(self.task, 800)
+        else:
+            self.learner.train(self.task, args.learning_starts)  # random-policy fill, no updates
+            self.learner.train(self.task, args.burn_in)  # first updates: allocator, kernel caches, captures
+
+    def window(self, shares: bool = True, sync: bool = False, steps: int | None = None) -> dict:
+        self.clock.sync = sync
+        updates0 = self.learner.updates
+        done, wall = _timed(lambda: self.learner.train(self.task, steps or self.steps),
+                            self.clock if shares else None, self.cuda)
+        out = {"sps": done / wall, "steps": done, "wall": wall, "updates": self.learner.updates - updates0}
+        if shares:
+            out["shares"] = self.clock.shares(wall)
+        return out
+
+    def final(self) -> dict:
+        import torch
+
+        learner = self.learner
+        out = {"bytes_per_transition": learner.replay.bytes_per_transition(), "peak_rss_mib": _peak_rss_mib(),
+               "graphed": bool(getattr(learner, "graphed_loss", None) is not None
+                               and learner.graphed_loss.graph is not None)}
+        if self.cuda:
+            out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        learner.env.close()
+        self.runner.logger.close()
+        return out
 
 
-def worker_crl_act(args) -> dict:
-    total = args.env_steps + 2_000
-    learner, task, runner = _crl_learner(args, dict(agent="dqn-hlgauss"), 16, learning_starts=10 * total)
-    clock = Clock(sync=False)
-    _instrument_crl(learner, clock)
-    learner.train(task, 800)
-    done, wall = _timed_window(lambda s: learner.train(task, s), args.env_steps, clock, args.device == "cuda")
-    out = {"sps": done / wall, "steps": done, "wall": wall, "shares": clock.shares(wall),
-           "peak_rss_mib": _peak_rss_mib(), "bytes_per_transition": learner.replay.bytes_per_transition()}
-    learner.env.close()
-    runner.logger.close()
-    return out
+class RawEnvWorker:
+    """``ale_py.AtariVectorEnv`` with crl's Breakout settings, 16 envs, random actions."""
 
+    def __init__(self, args, system: str):
+        self.args = args
 
-def worker_raw_env(args) -> dict:
-    import numpy as np
+    def setup(self) -> None:
+        import numpy as np
 
-    from scenarios.atari import make_atari_env
+        from scenarios.atari import make_atari_env
 
-    n = 16
-    env = make_atari_env("breakout", n, args.seed)
-    env.reset(seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    actions = env.single_action_space.n
-    for _ in range(50):
-        env.step(rng.integers(actions, size=n))
-    steps = 0
-    t0 = time.perf_counter()
-    while steps < args.env_steps:
-        env.step(rng.integers(actions, size=n))
-        steps += n
-    wall = time.perf_counter() - t0
-    env.close()
-    return {"sps": steps / wall, "steps": steps, "wall": wall, "peak_rss_mib": _peak_rss_mib()}
+        self.n = 16
+        self.env = make_atari_env("breakout", self.n, self.args.seed)
+        self.env.reset(seed=self.args.seed)
+        self.rng = np.random.default_rng(self.args.seed)
+        self.actions = self.env.single_action_space.n
+        for _ in range(50):
+            self.env.step(self.rng.integers(self.actions, size=self.n))
+
+    def _run(self) -> int:
+        steps = 0
+        while steps < self.args.env_steps:
+            self.env.step(self.rng.integers(self.actions, size=self.n))
+            steps += self.n
+        return steps
+
+    def window(self, shares: bool = True, sync: bool = False, steps: int | None = None) -> dict:
+        done, wall = _timed(self._run, None, False)
+        return {"sps": done / wall, "steps": done, "wall": wall}
+
+    def final(self) -> dict:
+        self.env.close()
+        return {"peak_rss_mib": _peak_rss_mib()}
 
 
 def _sb3_ale_vec_env(n: int, seed: int):
@@ -306,93 +329,108 @@ def _sb3_ale_vec_env(n: int, seed: int):
     return ALEVecEnv()
 
 
-def worker_sb3(args) -> dict:
-    import torch
-    from stable_baselines3 import DQN
-    from stable_baselines3.common.callbacks import BaseCallback
+class Sb3Worker:
+    """SB3's DQN; ``setup`` fills replay and burns in, each ``window`` is one more ``learn(--steps)``."""
 
-    n = args.num_envs
-    cuda = args.device == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    if n % 4 == 0:  # one update per 4 env steps, whatever the number of envs
-        train_freq, gradient_steps = 1, n // 4
-    elif 4 % n == 0:
-        train_freq, gradient_steps = 4 // n, 1
-    else:
-        raise SystemExit(f"sb3-dqn: --num-envs {n} must divide 4 or be a multiple of 4")
-    if args.sb3_env == "sb3":  # SB3's own Atari pipeline (AtariWrapper needs OpenCV)
-        import ale_py
-        import gymnasium as gym
-        from stable_baselines3.common.env_util import make_atari_env
-        from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+    def __init__(self, args, system: str):
+        self.args = args
+        self.cuda = args.device == "cuda"
 
-        gym.register_envs(ale_py)
-        env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=n, seed=args.seed,
-                                           vec_env_cls=DummyVecEnv), 4)
-    else:
-        env = _sb3_ale_vec_env(n, args.seed)
-    start = args.learning_starts + args.burn_in
-    total = start + args.steps + 8 * n
-    model = DQN("CnnPolicy", env, learning_rate=6.25e-5, buffer_size=args.buffer_size,
-                learning_starts=args.learning_starts, batch_size=32, gamma=0.99, train_freq=train_freq,
-                gradient_steps=gradient_steps, target_update_interval=1_000, exploration_initial_eps=1.0,
-                exploration_final_eps=0.01, exploration_fraction=args.learning_starts / total, max_grad_norm=10.0,
-                policy_kwargs=dict(optimizer_kwargs=dict(eps=1.5e-4)), seed=args.seed, device=args.device,
-                verbose=0)
-    clock = Clock(sync=False)
-    marks: dict = {}
+    def setup(self) -> None:
+        import torch
+        from stable_baselines3 import DQN
 
-    class Window(BaseCallback):
-        def _on_step(self) -> bool:
-            t = self.num_timesteps
-            if "t0" not in marks and t >= start:
-                if cuda:
-                    torch.cuda.synchronize()
-                marks.update(t0=time.perf_counter(), s0=t, u0=model._n_updates)
-                if not cuda:
-                    clock.start()
-            elif "t0" in marks and t - marks["s0"] >= args.steps:
-                if cuda:
-                    torch.cuda.synchronize()
-                marks.update(t1=time.perf_counter(), s1=t, u1=model._n_updates)
-                clock.on = False
-                return False
-            return True
+        args = self.args
+        n = args.num_envs
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        if n % 4 == 0:  # one update per 4 env steps, whatever the number of envs
+            train_freq, gradient_steps = 1, n // 4
+        elif 4 % n == 0:
+            train_freq, gradient_steps = 4 // n, 1
+        else:
+            raise SystemExit(f"sb3-dqn: --num-envs {n} must divide 4 or be a multiple of 4")
+        if args.sb3_env == "sb3":  # SB3's own Atari pipeline (AtariWrapper needs OpenCV)
+            import ale_py
+            import gymnasium as gym
+            from stable_baselines3.common.env_util import make_atari_env
+            from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
-    model.env.step = clock.wrap("env", model.env.step)
-    model.predict = clock.wrap("act", model.predict)
-    model.train = clock.wrap("update", model.train)
-    model.replay_buffer.sample = clock.wrap("sample", model.replay_buffer.sample)
-    model.replay_buffer.add = clock.wrap("add", model.replay_buffer.add)
-    model.learn(total_timesteps=total, callback=Window())
-    wall = marks["t1"] - marks["t0"]
-    out = {"sps": (marks["s1"] - marks["s0"]) / wall, "steps": marks["s1"] - marks["s0"], "wall": wall,
-           "updates": marks["u1"] - marks["u0"]}
-    if not cuda:
-        out["shares"] = clock.shares(wall)
-    rb = model.replay_buffer
-    arrays = [getattr(rb, k) for k in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-              if getattr(rb, k, None) is not None]
-    out["bytes_per_transition"] = sum(a.nbytes for a in arrays) / (rb.buffer_size * rb.n_envs)
-    out["peak_rss_mib"] = _peak_rss_mib()
-    if cuda:
-        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
+            gym.register_envs(ale_py)
+            env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=n, seed=args.seed,
+                                               vec_env_cls=DummyVecEnv), 4)
+        else:
+            env = _sb3_ale_vec_env(n, args.seed)
+        fill = args.learning_starts + args.burn_in
+        self.model = model = DQN(
+            "CnnPolicy", env, learning_rate=6.25e-5, buffer_size=args.buffer_size,
+            learning_starts=args.learning_starts, batch_size=32, gamma=0.99, train_freq=train_freq,
+            gradient_steps=gradient_steps, target_update_interval=1_000, exploration_initial_eps=1.0,
+            exploration_final_eps=0.01, exploration_fraction=args.learning_starts / fill, max_grad_norm=10.0,
+            policy_kwargs=dict(optimizer_kwargs=dict(eps=1.5e-4)), seed=args.seed, device=args.device, verbose=0)
+        self.clock = clock = Clock()
+        model.env.step = clock.wrap("env", model.env.step)
+        model.predict = clock.wrap("act", model.predict)
+        model.train = clock.wrap("update", model.train)
+        model.replay_buffer.sample = clock.wrap("sample", model.replay_buffer.sample)
+        model.replay_buffer.add = clock.wrap("add", model.replay_buffer.add)
+        model.learn(total_timesteps=fill)
+        model.exploration_schedule = lambda _progress: 0.01  # later learn() calls: epsilon stays at its end value
+
+    def _learn(self, steps: int) -> int:
+        t0 = self.model.num_timesteps
+        self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
+        return self.model.num_timesteps - t0
+
+    def window(self, shares: bool = True, sync: bool = False, steps: int | None = None) -> dict:
+        self.clock.sync = sync
+        updates0 = self.model._n_updates
+        done, wall = _timed(lambda: self._learn(steps or self.args.steps), self.clock if shares else None, self.cuda)
+        out = {"sps": done / wall, "steps": done, "wall": wall, "updates": self.model._n_updates - updates0}
+        if shares:
+            out["shares"] = self.clock.shares(wall)
+        return out
+
+    def final(self) -> dict:
+        import torch
+
+        rb = self.model.replay_buffer
+        arrays = [getattr(rb, k) for k in ("observations", "next_observations", "actions", "rewards", "dones",
+                                           "timeouts") if getattr(rb, k, None) is not None]
+        out = {"bytes_per_transition": sum(a.nbytes for a in arrays) / (rb.buffer_size * rb.n_envs),
+               "peak_rss_mib": _peak_rss_mib()}
+        if self.cuda:
+            out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        return out
 
 
-def worker(args) -> dict:
+def worker(args) -> int:
+    """Serve one system: ``setup``, then one line of JSON per command read from stdin
+    (``window``, ``shares`` = a synchronised window of ``--steps // 4`` for CUDA shares, ``quit``)."""
     _set_threads(args.threads)
     system = args.worker
-    if system == "sb3-dqn":
-        return worker_sb3(args)
-    if system == "raw-env":
-        return worker_raw_env(args)
-    if system == "crl-act":
-        return worker_crl_act(args)
-    if system in LEARNERS:
-        return worker_crl(args, system)
-    raise SystemExit(f"unknown system {system}")
+    cls = {"sb3-dqn": Sb3Worker, "raw-env": RawEnvWorker, "crl-act": CrlWorker}.get(system)
+    if cls is None and system in LEARNERS:
+        cls = CrlWorker
+    if cls is None:
+        raise SystemExit(f"unknown system {system}")
+    w = cls(args, system)
+    t0 = time.perf_counter()
+    w.setup()
+    print("RESULT " + json.dumps({"setup_s": time.perf_counter() - t0}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "window":
+            out = w.window(shares=args.device != "cuda")
+        elif cmd == "shares":
+            out = w.window(shares=True, sync=True, steps=max(args.steps // 4, 1))
+        elif cmd == "quit":
+            print("RESULT " + json.dumps(w.final()), flush=True)
+            return 0
+        else:
+            out = {"error": f"unknown command {cmd}"}
+        print("RESULT " + json.dumps(out), flush=True)
+    return 0
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -425,17 +463,61 @@ def _machine(args) -> dict:
     return info
 
 
-def run_one(args, system: str, forward: list[str]) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, *forward]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": " | ".join(tail)[-300:] or f"exit code {proc.returncode}", "elapsed": time.perf_counter() - t0}
-    out = json.loads(lines[-1][len("RESULT "):])
-    out["elapsed"] = time.perf_counter() - t0
-    return out
+class Proc:
+    """One system's worker process: set up once, then driven window by window (``request``)."""
+
+    def __init__(self, args, system: str, forward: list[str]):
+        self.system, self.timeout = system, args.timeout
+        self.err = tempfile.TemporaryFile(mode="w+")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, *forward]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                  cwd=ROOT, bufsize=1)
+        self.dead: str | None = None
+        self.setup = self._read()
+
+    def _read(self) -> dict:
+        import selectors
+
+        if self.dead:
+            return {"error": self.dead}
+        sel = selectors.DefaultSelector()
+        sel.register(self.p.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if not sel.select(timeout=max(deadline - time.monotonic(), 0.0)):
+                self.p.kill()
+                self.dead = f"no answer within {self.timeout} s"
+                return {"error": self.dead}
+            line = self.p.stdout.readline()
+            if not line:  # the worker died
+                self.p.wait()
+                self.err.seek(0)
+                tail = [ln for ln in self.err.read().strip().splitlines() if ln.strip()][-3:]
+                self.dead = (" | ".join(tail)[-300:] or f"exit code {self.p.returncode}")
+                return {"error": self.dead}
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT "):])
+
+    def request(self, cmd: str) -> dict:
+        if self.dead:
+            return {"error": self.dead}
+        t0 = time.perf_counter()
+        try:
+            self.p.stdin.write(cmd + "\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            pass
+        out = self._read()
+        out["elapsed"] = time.perf_counter() - t0
+        return out
+
+    def close(self) -> dict:
+        out = self.request("quit")
+        try:
+            self.p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+        return out
 
 
 def _median(xs):
@@ -443,26 +525,29 @@ def _median(xs):
     return statistics.median(xs) if xs else None
 
 
-def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
+def summarise(results: dict[str, list[dict]], finals: dict[str, dict], extra_shares: dict[str, dict]) -> dict:
     summary = {}
     sb3 = results.get("sb3-dqn", [])
     raw = results.get("raw-env", [])
     for system, runs in results.items():
         ok = [r for r in runs if "error" not in r]
-        s = {"runs": len(ok), "errors": [r["error"] for r in runs if "error" in r]}
+        fin = finals.get(system, {})
+        s = {"runs": len(ok), "errors": [r["error"] for r in runs if "error" in r] + ([fin["error"]] if "error" in fin
+                                                                                     else [])}
         if ok:
             s["sps"] = _median([r["sps"] for r in ok])
-            s["sps_all"] = [r["sps"] for r in ok]
-            for key in ("peak_rss_mib", "peak_cuda_mib", "bytes_per_transition"):
-                s[key] = _median([r.get(key) for r in ok])
-            if all("shares" in r for r in ok):
-                s["shares"] = {k: _median([r["shares"][k] for r in ok]) for k in ok[0]["shares"]}
-            # ratios within each repeat (same position in the interleaved order)
+            s["sps_all"] = [round(r["sps"], 2) for r in ok]
+            for key in ("peak_rss_mib", "peak_cuda_mib", "bytes_per_transition", "graphed"):
+                s[key] = fin.get(key)
+            with_shares = [r["shares"] for r in ok if "shares" in r] or (
+                [extra_shares[system]["shares"]] if "shares" in extra_shares.get(system, {}) else [])
+            if with_shares:
+                s["shares"] = {k: _median([sh[k] for sh in with_shares]) for k in with_shares[0]}
+            # ratios within each repeat: the windows of one repeat ran back to back
             for name, ref in (("vs_sb3", sb3), ("vs_raw", raw)):
                 pairs = [r["sps"] / q["sps"] for r, q in zip(runs, ref) if "error" not in r and "error" not in q]
                 if pairs:
                     s[name] = _median(pairs)
-            s["graphed"] = any(r.get("graphed") for r in ok)
         summary[system] = s
     return summary
 
@@ -521,7 +606,7 @@ def markdown(args, machine: dict, summary: dict, command: str, started: str, loa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--steps", type=int, help="measured env steps per learning run (cpu 800, cuda 20000)")
+    ap.add_argument("--steps", type=int, help="measured env steps per window (cpu 400, cuda 10000)")
     ap.add_argument("--repeats", type=int, help="runs per system (cpu 3, cuda 2)")
     ap.add_argument("--systems", help=f"comma-separated; default cpu: {DEFAULT_SYSTEMS['cpu']}; "
                                       f"cuda: {DEFAULT_SYSTEMS['cuda']}; others: {', '.join(LEARNERS)}")
@@ -558,8 +643,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         sys.path.insert(0, str(ROOT))
-        print("RESULT " + json.dumps(worker(args)), flush=True)
-        return 0
+        return worker(args)
 
     import torch
 
@@ -571,15 +655,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M")
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
+    procs: dict[str, Proc] = {}
+    for system in systems:  # set up one after another: fills and burn-ins never overlap
+        procs[system] = Proc(args, system, forward)
+        setup = procs[system].setup
+        print(f"[{time.perf_counter() - t0:6.0f}s] {system}: " +
+              (setup.get("error") or f"set up in {setup['setup_s']:.0f}s"), flush=True)
     results: dict[str, list[dict]] = {s: [] for s in systems}
-    for rep in range(args.repeats):
+    for rep in range(args.repeats):  # round robin: only one process works at a time
         for system in systems:
-            r = run_one(args, system, forward)
+            r = procs[system].request("window")
             results[system].append(r)
             msg = r.get("error") or f"{r['sps']:,.1f} env steps/s"
-            print(f"[{time.perf_counter() - t0:6.0f}s] repeat {rep + 1}/{args.repeats} {system}: {msg} "
-                  f"({r['elapsed']:.0f}s)", flush=True)
-    summary = summarise(results)
+            print(f"[{time.perf_counter() - t0:6.0f}s] repeat {rep + 1}/{args.repeats} {system}: {msg}", flush=True)
+    extra_shares = {}
+    if args.device == "cuda":  # shares from one synchronised window each (the timed windows stay asynchronous)
+        extra_shares = {s: procs[s].request("shares") for s in systems if s != "raw-env"}
+    finals = {s: procs[s].close() for s in systems}
+    summary = summarise(results, finals, extra_shares)
     text = markdown(args, _machine(args), summary, command.strip(), started, (load0, os.getloadavg()[0]))
     print()
     print(text)
@@ -593,7 +686,8 @@ def main(argv: list[str] | None = None) -> int:
         with path.open("a") as f:
             f.write(text + "\n")
         runs = json.loads(raw_path.read_text()) if raw_path.exists() else []
-        runs.append({"started": started, "command": command, "args": vars(args), "results": results})
+        runs.append({"started": started, "command": command, "args": vars(args), "summary": summary,
+                     "results": results, "finals": finals})
         raw_path.write_text(json.dumps(runs, indent=1))
     return 0
 

@@ -3,7 +3,6 @@ end-to-end runs whose TensorBoard event files are read back (EventAccumulator)."
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -297,7 +296,8 @@ def test_e2e_tensorboard_views(two_task_run):
 def test_layout_charts_cover_every_logged_metric_tag(two_task_run):
     layout = scalars_layout(q_network("32,32"))
     regexes = [re.compile(rx) for cat in layout.values() for _, (_, rxs) in cat.items() for rx in rxs]
-    assert {"plasticity: torso.blocks.0", "plasticity: torso.blocks.1", "plasticity: output", "forgetting"} <= set(layout)
+    categories = {"plasticity: torso.blocks.0", "plasticity: torso.blocks.1", "plasticity: output", "forgetting"}
+    assert categories <= set(layout)
     for tag in two_task_run.events.Tags()["scalars"]:
         if tag.startswith(("plasticity/", "forgetting/", "eval/")):
             assert any(rx.match(tag) for rx in regexes), tag

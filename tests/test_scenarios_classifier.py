@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import crl
-from agents.classifier import ClassifierLearner, ReservoirBuffer
+from agents.classifier import ClassifierLearner, ReservoirBuffer, steps_per_pass
 from crl.checkpoint import load_latest_checkpoint
 from crl.cli import main
 from crl.config import make_config
@@ -42,15 +42,18 @@ def test_strategies_train_two_tasks(strategy):
 
 
 def test_online_is_one_pass_and_offline_counts_epochs():
-    L, sc = _learner(online=True, batch_size=10, epochs=3)
+    assert [steps_per_pass(n, 10) for n in (1, 9, 10, 11, 12, 20, 21)] == [1, 1, 1, 1, 2, 2, 2]
+    L, sc = _learner(online=True, batch_size=10, epochs=3, norm="batchnorm", strategy="er-ace")
     n = len(sc.tasks[0].train)
-    assert sc.tasks[0].steps == math.ceil(n / 10)
+    assert n % 10 == 1  # 291 samples: 28 batches of 10 and one of 11, never a batch of one (BatchNorm)
+    assert sc.tasks[0].steps == n // 10
     L.train(sc.tasks[0], sc.tasks[0].steps)
-    assert L.passes == 0 and L.cursor == n  # every sample once, last batch short
-    L2, sc2 = _learner(batch_size=10, epochs=3)
-    assert sc2.tasks[0].steps == 3 * math.ceil(n / 10)
+    assert L.passes == 0 and L.cursor == n  # every sample once
+    L2, sc2 = _learner(batch_size=16, epochs=3)
+    n2 = len(sc2.tasks[0].train)
+    assert sc2.tasks[0].steps == 3 * math.ceil(n2 / 16)
     L2.train(sc2.tasks[0], sc2.tasks[0].steps)
-    assert L2.passes == 2 and L2.cursor == n
+    assert L2.passes == 2 and L2.cursor == n2
     _, sc3 = _learner(batch_size=10, epochs=0, steps=7)
     assert sc3.tasks[0].steps is None  # the runner's --steps
 

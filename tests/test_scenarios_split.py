@@ -49,9 +49,9 @@ def test_cifar100_and_mnist_read_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("name, writer, n_tasks, extra", [
-    ("split-cifar10", write_cifar10, 5, ["--torso", "small_cnn"]),
+    ("split-cifar10", write_cifar10, 2, ["--torso", "small_cnn", "--n-tasks", "2"]),
     ("split-cifar100", write_cifar100, 5, ["--n-tasks", "5"]),
-    ("split-mnist", write_mnist, 5, []),
+    ("split-mnist", write_mnist, 2, ["--n-tasks", "2"]),
     ("permuted-mnist", write_mnist, 3, ["--n-tasks", "3"]),
     ("split-digits", None, 5, ["--strategy", "replay"]),
 ])
@@ -108,3 +108,18 @@ def test_user_errors_are_one_line(tmp_path, capsys, argv, needles):
     for needle in needles:
         assert needle in err[0], err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_default_task_counts(tmp_path):
+    from crl.config import make_config
+    from crl.registry import SCENARIOS
+
+    write_cifar10(tmp_path)
+    write_cifar100(tmp_path)
+    write_mnist(tmp_path)
+    cfg = make_config("supervised", data_dir=str(tmp_path))
+    for name, n, k in (("split-cifar10", 5, 2), ("split-cifar100", 10, 10), ("split-mnist", 5, 2),
+                       ("permuted-mnist", 10, 10)):
+        sc = SCENARIOS.get(name)(cfg)
+        sc.validate()
+        assert len(sc.tasks) == n and all(len(t.classes) == k for t in sc.tasks), name

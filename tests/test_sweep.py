@@ -28,7 +28,7 @@ def _summary(run_dir: Path) -> dict:
 
 def test_ray_sweep_2x2_then_rerun_skips(run_root, capsys):
     pytest.importorskip("ray.tune")
-    argv = ["sweep", "--cpus-per-run", "0.5", *FAST, "--grid", "norm=none,layernorm", "--grid", "seed=0,1", "--",
+    argv = ["sweep", "--cpus-per-run", "0.5", "--max-concurrent", "2", *FAST, "--grid", "norm=none,layernorm", "--grid", "seed=0,1", "--",
             *gym_args(run_root, *TINY)]
     assert main(argv) == 0
     out = capsys.readouterr().out
