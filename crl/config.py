@@ -143,8 +143,12 @@ class Config:
     meta_output: str = _f("sigmoid", "meta-rescale: rescaler output, 2*sigmoid or softplus/log(2)",
                           choices=("sigmoid", "softplus"))
     meta_normalize: bool = _f(True, "meta-rescale: normalise the weights to mean 1 over each batch")
-    meta_lr: float = _f(1e-3, "meta-rescale: Adam learning rate of the rescaler")
-    meta_inner_lr: float = _f(0.0, "meta-rescale: SGD lr of the virtual look-ahead step (0 = the learner's lr)")
+    meta_lr: float = _f(1e-3, "meta-rescale: learning rate of the rescaler's optimizer")
+    meta_inner_lr: float = _f(0.1, "meta-rescale: SGD lr of the virtual look-ahead step (Meta-Weight-Net: 0.1; "
+                                   "0 = the learner's lr)")
+    meta_weight_decay: float = _f(1e-4, "meta-rescale: L2 weight decay of the rescaler's optimizer (Meta-Weight-Net: 1e-4)")
+    meta_optimizer: str = _f("adam", "meta-rescale: the rescaler's optimizer, adam or sgd (Nesterov momentum 0.9)",
+                             choices=("adam", "sgd"))
     meta_every: int = _f(1, "meta-rescale: optimizer updates between meta steps")
     meta_val: str = _f("small-loss", "meta-rescale: validation batch from the training data: small-loss (the "
                                      "smallest-loss fraction --meta-keep of uniform candidates; Co-teaching's "
@@ -302,7 +306,7 @@ _NON_NEGATIVE = ("learning_starts", "eps_decay_steps", "lr_warmup", "metrics_eve
                  # found by tests/test_fuzz.py (0 means "off"/"default" for several of these; negatives were accepted):
                  "seed", "n_tasks", "max_train_samples", "replay_size", "replay_batch_size", "epochs",
                  "relabel_every", "adab2n_lambda", "adab2n_t0", "der_alpha", "der_beta", "sp_every", "reset_every",
-                 "l2_init_coef", "meta_inner_lr", "meta_val_size", "meta_warmup", "redo_tau", "sp_shrink",
+                 "l2_init_coef", "meta_inner_lr", "meta_weight_decay", "meta_val_size", "meta_warmup", "redo_tau", "sp_shrink",
                  "sp_perturb", "adam_eps")
 _UNIT_INTERVAL = ("gamma", "sticky_actions", "eps_start", "eps_end", "eval_eps", "label_shuffle_eps",
                   "warm_start_fraction")

@@ -17,12 +17,15 @@ the table counts the checkpoints, of 10, where it is below 1, one count per seed
 A markdown table is printed. Variants: ``none``; the ``--meta-val`` modes ``sampled``,
 ``uniform``, ``weighted``, ``small-loss`` (``--keep`` sets its ``--meta-keep``); ``oracle``
 (clean-label meta batches); the meta loss is ``ce`` unless a ``+mae`` suffix switches to
-``--meta-loss mae`` (the intervention's defaults are ``small-loss`` and ``mae``).
+``--meta-loss mae`` (the intervention's defaults are ``small-loss`` and ``mae``). ``--meta-lr``,
+``--meta-inner-lr``, ``--meta-weight-decay``, ``--meta-optimizer`` apply to every rescaler
+variant (defaults: the intervention's, Meta-Weight-Net's rescaler settings).
 
     python scripts/bench_meta_rescale.py                       # 3 seeds, 2,000 updates
     python scripts/bench_meta_rescale.py --seeds 5 --variants none,sampled,uniform,weighted
     python scripts/bench_meta_rescale.py --variants none,oracle,sampled,uniform,weighted,small-loss,\
-        uniform+mae,small-loss+mae,sampled+mae                 # docs/results/meta_rescale.md
+        uniform+mae,small-loss+mae,sampled+mae --meta-inner-lr 0 --meta-weight-decay 0  # the old settings
+    python scripts/bench_meta_rescale.py --variants none,small-loss+mae,oracle  # docs/results/meta_rescale.md
 """
 from __future__ import annotations
 
@@ -98,7 +101,9 @@ def run_one(seed: int, variant: str, args) -> dict:
     oracle = mode == "oracle"
     learner = BenchLearner(xtr, ytr, args.hidden, args.lr, seed, clean_y=ytrue if oracle else None)
     hook = None if mode == "none" else MetaRescale(val="uniform" if oracle else mode, keep=args.keep,
-                                                   meta_loss=meta_loss or "ce")
+                                                   meta_loss=meta_loss or "ce", lr=args.meta_lr,
+                                                   inner_lr=args.meta_inner_lr, weight_decay=args.meta_weight_decay,
+                                                   optimizer=args.meta_optimizer)
     run = SimpleNamespace(learner=learner, logger=None, global_step=0)
     if hook is not None:
         hook.on_run_start(run)
@@ -164,6 +169,10 @@ def main(argv=None) -> None:
                         "oracle (meta batches with the clean labels: a check of the meta-gradient, not a "
                         "method); append '+mae' for --meta-loss mae, e.g. small-loss+mae")
     p.add_argument("--keep", type=float, default=0.5, help="--meta-keep of the small-loss variants")
+    p.add_argument("--meta-lr", type=float, default=1e-3, help="--meta-lr of every rescaler variant")
+    p.add_argument("--meta-inner-lr", type=float, default=0.1, help="--meta-inner-lr (0 = the learner's lr)")
+    p.add_argument("--meta-weight-decay", type=float, default=1e-4, help="--meta-weight-decay of the rescaler")
+    p.add_argument("--meta-optimizer", default="adam", choices=("adam", "sgd"), help="--meta-optimizer (sgd: Nesterov momentum 0.9)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -188,6 +197,12 @@ def main(argv=None) -> None:
             mode, f"meta-rescale --meta-val {mode}")
         name += f" --meta-loss {meta_loss or 'ce'}" if mode != "none" else ""
         name += f" --meta-keep {args.keep}" if mode == "small-loss" else ""
+        if mode != "none":
+            extra = {"--meta-lr": (args.meta_lr, 1e-3), "--meta-inner-lr": (args.meta_inner_lr, 0.1),
+                     "--meta-weight-decay": (args.meta_weight_decay, 1e-4),
+                     "--meta-optimizer": (args.meta_optimizer, "adam")}
+            name += "".join(f" {k} {v:g}" if isinstance(v, float) else f" {k} {v}"
+                            for k, (v, d) in extra.items() if v != d)
         col = lambda k: fmt([r[k] for r in rs if k in r])  # noqa: E731
         print(f"| {name} | {col('acc')} | {col('w_final_flipped')} | {col('w_final_clean')} | "
               f"{col('w_train_flipped')} | {col('w_train_clean')} | "

@@ -1,9 +1,10 @@
 """Training throughput of crl's Atari DQN against Stable-Baselines3's, and the raw env speed.
 
 Each system runs in its own process. The processes are set up one after another (imports,
-replay fill, burn-in), then driven round robin, one timed window at a time, so only one of
-them works at any moment and a machine that gets busier slows all systems alike. Medians
-over the repeats; the crl/SB3 ratio is the median of the per-repeat ratios.
+replay fill, burn-in), then driven round robin, one timed window at a time (every other
+repeat in reverse order), so only one of them works at any moment and a machine that gets
+busier slows all systems alike. Medians over the repeats; the crl/SB3 ratio is the median
+of the per-repeat ratios.
 
 * ``crl-hlgauss``, ``crl-dqn``: ``crl atari --agent dqn-hlgauss`` / ``dqn`` (double DQN, as crl
   runs them), all other settings equal to SB3's below;
@@ -33,7 +34,9 @@ a second, synchronised window of ``--steps // 4`` steps (the first one gives the
     python scripts/bench_throughput.py --systems crl-dqn-single,sb3-dqn --repeats 5
 
 Appends a markdown section (date, machine, command, table) to docs/results/throughput.md
-unless ``--no-write``.
+(raw numbers to throughput.json beside it) unless ``--no-write``. SB3's own Atari pipeline
+needs OpenCV (``pip install opencv-python-headless``); without it (``--sb3-env auto``) SB3
+runs on crl's ale-py vector env behind an SB3 ``VecEnv``, which the table says.
 """
 from __future__ import annotations
 
@@ -662,8 +665,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:6.0f}s] {system}: " +
               (setup.get("error") or f"set up in {setup['setup_s']:.0f}s"), flush=True)
     results: dict[str, list[dict]] = {s: [] for s in systems}
-    for rep in range(args.repeats):  # round robin: only one process works at a time
-        for system in systems:
+    for rep in range(args.repeats):  # round robin, one process working at a time; every other repeat in
+        for system in (systems if rep % 2 == 0 else systems[::-1]):  # reverse order (cancels a steady drift)
             r = procs[system].request("window")
             results[system].append(r)
             msg = r.get("error") or f"{r['sps']:,.1f} env steps/s"

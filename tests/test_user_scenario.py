@@ -14,11 +14,9 @@ EXAMPLE = ROOT / "examples" / "three_tasks.py"
 
 
 def _readme_text() -> str:
-    # docs/scenarios.md is the README section; once merged, README.md holds the same text
-    for path in (ROOT / "README.md", ROOT / "docs" / "scenarios.md"):
-        if path.is_file() and "examples/three_tasks.py" in path.read_text():
-            return path.read_text()
-    raise AssertionError("no README section shows examples/three_tasks.py")
+    text = (ROOT / "README.md").read_text()
+    assert "examples/three_tasks.py" in text, "the README must show examples/three_tasks.py"
+    return text
 
 
 def test_readme_shows_exactly_the_example_file():
