@@ -146,7 +146,8 @@ class Config:
     meta_lr: float = _f(1e-3, "meta-rescale: learning rate of the rescaler's optimizer")
     meta_inner_lr: float = _f(0.1, "meta-rescale: SGD lr of the virtual look-ahead step (Meta-Weight-Net: 0.1; "
                                    "0 = the learner's lr)")
-    meta_weight_decay: float = _f(1e-4, "meta-rescale: L2 weight decay of the rescaler's optimizer (Meta-Weight-Net: 1e-4)")
+    meta_weight_decay: float = _f(1e-4, "meta-rescale: L2 weight decay of the rescaler's optimizer "
+                                        "(Meta-Weight-Net: 1e-4)")
     meta_optimizer: str = _f("adam", "meta-rescale: the rescaler's optimizer, adam or sgd (Nesterov momentum 0.9)",
                              choices=("adam", "sgd"))
     meta_every: int = _f(1, "meta-rescale: optimizer updates between meta steps")

@@ -219,7 +219,8 @@ class MetaRescale(Hook):
         if not 0.0 < float(keep) <= 1.0:
             raise UserError(f"--meta-keep: must be in (0, 1], got {keep}")
         if optimizer not in META_OPTIMIZERS:
-            raise UserError(f"--meta-optimizer: unknown optimizer '{optimizer}'; accepted: {', '.join(META_OPTIMIZERS)}")
+            raise UserError(f"--meta-optimizer: unknown optimizer '{optimizer}'; "
+                            f"accepted: {', '.join(META_OPTIMIZERS)}")
         if not float(weight_decay) >= 0:
             raise UserError(f"--meta-weight-decay: must be >= 0, got {weight_decay}")
         self.weight_decay, self.optimizer = float(weight_decay), optimizer
