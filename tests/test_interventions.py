@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from crl.config import make_config
 from crl.errors import UserError
@@ -21,7 +20,6 @@ from crl.interventions.l2_init import L2Init
 from crl.interventions.redo import ReDo, recycle_map
 from crl.interventions.reset import LayerReset, resolve_reset_layers
 from crl.interventions.shrink_perturb import ShrinkPerturb
-from crl.metrics.plasticity import dormant_units_mask
 from crl.nn.network import QNetwork
 from crl.nn.torsos.impala import impala
 from crl.nn.torsos.mlp import MLPTorso
@@ -29,14 +27,6 @@ from crl.nn.torsos.nature import nature
 from crl.registry import HEADS, INTERVENTIONS, load_builtins
 
 load_builtins()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _head():

@@ -35,14 +35,6 @@ from crl.registry import INTERVENTIONS, load_builtins
 load_builtins()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def blobs(seed=0, n=600, d=10, k=5, noise=0.4, spread=1.5):
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(k, d, generator=g) * spread
