@@ -71,7 +71,7 @@ from crl.errors import UserError
 from crl.nn.network import Introspectable, build_torso
 from crl.optim import LRSchedule, build_optimizer
 from crl.registry import AGENTS
-from crl.reliability import check_finite
+from crl.learner import optimizer_step
 
 STRATEGIES = ("naive", "replay", "er-ace", "der++")
 
@@ -374,7 +374,7 @@ class ClassifierLearner:
         return logits
 
     def _update(self, data: _Data, idx: torch.Tensor) -> None:
-        cfg, net, j = self.cfg, self.network, self.task_j
+        cfg, j = self.cfg, self.task_j
         x, y = data.inputs(idx), data.y[idx]
         B = len(y)
         t = torch.full((B,), j, dtype=torch.long, device=self.device)
@@ -395,14 +395,7 @@ class ClassifierLearner:
         loss = per_sample.mean() if aux is None else per_sample.mean() + aux
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        check_finite(self.run, loss, net, step=self.updates)  # NaN/inf -> stop before the step (crl/reliability.py)
-        if cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
-        self.schedule.step()
-        self.updates += 1
-        if self.run is not None:
-            self.run.hooks.after_optimizer_step(self.run)
+        optimizer_step(self, loss, step=self.updates)  # NaN guard, clip, step, schedule, hooks
         with torch.no_grad():
             self._loss_sum += loss.detach()
             self._correct += (self._ce_logits(logits[:B], t).argmax(1) == y).sum()

@@ -20,7 +20,6 @@ import warnings
 import cloudpickle
 import numpy as np
 import torch
-from torch import nn
 
 from agents import fast
 from agents.replay import ReplayBuffer, host_to_device
@@ -28,7 +27,7 @@ from crl.errors import UserError
 from crl.nn.network import build_network
 from crl.nn.norms import adab2n
 from crl.optim import LRSchedule, build_optimizer
-from crl.reliability import check_finite
+from crl.learner import optimizer_step
 from crl.registry import AGENTS, HEADS
 
 
@@ -130,13 +129,7 @@ class DQNAgent:
                 loss = loss + cfg.adab2n_lambda * aux
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        check_finite(self.run, loss, net, step=self.env_steps)  # NaN/inf -> stop before the step (crl/reliability.py)
-        if cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
-        self.schedule.step()
-        self.updates += 1
-        self.run.hooks.after_optimizer_step(self.run)
+        optimizer_step(self, loss, step=self.env_steps)  # NaN guard, clip, step, schedule, hooks
         self._loss_sum += loss.detach()
         self._loss_count += 1
 

@@ -21,6 +21,8 @@ Heads are registered in :data:`crl.registry.HEADS` under ``scalar-huber``, ``sca
 """
 from __future__ import annotations
 
+import abc
+
 import math
 import operator
 
@@ -223,7 +225,7 @@ class C51Support(nn.Module):
         return torch.einsum("bj,bji->bi", probs, w)
 
 
-class ValueHead(nn.Module):
+class ValueHead(nn.Module, abc.ABC):
     """Base class: meaning of the ``K = num_outputs`` numbers a network emits per action."""
 
     num_outputs: int = 1
@@ -232,17 +234,17 @@ class ValueHead(nn.Module):
     def forward(self, out: Tensor) -> Tensor:
         return self.q_values(out)
 
+    @abc.abstractmethod
     def q_values(self, out: Tensor) -> Tensor:
         """Decoded Q of each action: ``(..., A, K) -> (..., A)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def bootstrap_target(self, next_out: Tensor, rewards: Tensor, discounts: Tensor) -> Tensor:
         """TD target from the target net's output at ``a*`` (``(B, K)``); no gradient."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         """Per-sample loss ``(B,)`` in float32 of the online output at the taken action."""
-        raise NotImplementedError
 
     def _check(self, what: str, out: Tensor, *vecs: Tensor) -> None:
         _check_last_dim(f"{type(self).__name__}.{what}", out, self.num_outputs)
