@@ -361,4 +361,9 @@ def adapt_to_budget(cfg: Config, explicit: set[str]) -> list[str]:
         new = max(budget // 10, cfg.train_freq)
         notes.append(f"target network copied every {new} steps instead of {cfg.target_update} to fit --steps {budget}")
         cfg.target_update = new
+    cap = max(budget // 4, 1_000)
+    if "eval_max_steps" not in explicit and cfg.eval_max_steps > cap:
+        # An agent this short-trained often stalls (e.g. never presses FIRE): don't let one eval outlast training.
+        notes.append(f"evaluation episodes capped at {cap} steps instead of {cfg.eval_max_steps} to fit --steps {budget}")
+        cfg.eval_max_steps = cap
     return notes
