@@ -274,14 +274,25 @@ def _names(meta: dict, key: str) -> list[str]:
 
 
 def load_cifar10(data_dir: str | Path) -> Dataset:
-    folder = Path(data_dir) / CIFAR10_DIR
-    _check_files(folder, CIFAR10_FILES, "CIFAR-10")
-    return _load_cifar10_cached(str(folder), max((folder / f).stat().st_mtime for f in CIFAR10_FILES))
+    return _load_cached(Path(data_dir) / CIFAR10_DIR, CIFAR10_FILES, "CIFAR-10", _read_cifar10)
 
 
-@functools.lru_cache(maxsize=2)
-def _load_cifar10_cached(folder: str, _mtime: float) -> Dataset:
-    folder = Path(folder)
+def load_cifar100(data_dir: str | Path) -> Dataset:
+    return _load_cached(Path(data_dir) / CIFAR100_DIR, CIFAR100_FILES, "CIFAR-100", _read_cifar100)
+
+
+def _load_cached(folder: Path, files: list[str], what: str, read) -> Dataset:
+    """Check the files, then read them once per (folder, newest file time): a rewritten file is re-read."""
+    _check_files(folder, files, what)
+    return _read_cached(read, str(folder), max((folder / f).stat().st_mtime for f in files))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_cached(read, folder: str, _mtime: float) -> Dataset:
+    return read(Path(folder))
+
+
+def _read_cifar10(folder: Path) -> Dataset:
     parts = [_cifar_arrays(folder / f"data_batch_{i}", "labels") for i in range(1, 6)]
     xtr, ytr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     xte, yte = _cifar_arrays(folder / "test_batch", "labels")
@@ -290,15 +301,7 @@ def _load_cifar10_cached(folder: str, _mtime: float) -> Dataset:
     return _cifar_dataset("cifar10", xtr, ytr, xte, yte, 10, names, tf)
 
 
-def load_cifar100(data_dir: str | Path) -> Dataset:
-    folder = Path(data_dir) / CIFAR100_DIR
-    _check_files(folder, CIFAR100_FILES, "CIFAR-100")
-    return _load_cifar100_cached(str(folder), max((folder / f).stat().st_mtime for f in CIFAR100_FILES))
-
-
-@functools.lru_cache(maxsize=2)
-def _load_cifar100_cached(folder: str, _mtime: float) -> Dataset:
-    folder = Path(folder)
+def _read_cifar100(folder: Path) -> Dataset:
     xtr, ytr = _cifar_arrays(folder / "train", "fine_labels")
     xte, yte = _cifar_arrays(folder / "test", "fine_labels")
     names = _names(_unpickle(folder / "meta"), "fine_label_names") or [str(c) for c in range(100)]
