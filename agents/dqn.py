@@ -212,8 +212,7 @@ class DQNAgent:
         if self.env_task_index != run.task_index:
             self._switch_env(task, run.task_index)
         # --overlap-env needs an env whose step() is send() + recv() over all its envs (ale-py's vector env)
-        overlap = (cfg.overlap_env == "on" or (cfg.overlap_env == "auto" and self.device.type == "cuda")) and (
-            hasattr(self.env, "send") and getattr(self.env, "batch_size", 0) == n)
+        overlap = cfg.overlap_env and hasattr(self.env, "send") and getattr(self.env, "batch_size", 0) == n
         done_steps = 0
         while done_steps < steps and not run.stop_requested:  # SIGINT/SIGTERM: return early, the runner checkpoints
             eps = linear_epsilon(self.env_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)

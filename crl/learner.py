@@ -6,17 +6,18 @@ A learner (see DESIGN.md) exposes ``cfg``, ``network``, ``optimizer``, ``schedul
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from crl.reliability import check_finite
+from crl.reliability import check_finite, clip_grads, grad_norms
 
 
 def optimizer_step(learner, loss: torch.Tensor, step: int) -> None:
-    """NaN/inf guard (before clipping, which would smear one NaN over every gradient), gradient-norm
-    clip, optimizer and LR-schedule step, then the ``after_optimizer_step`` hooks (NaP, ReDo, ...)."""
-    check_finite(learner.run, loss, learner.network, step=step)
-    if learner.cfg.max_grad_norm > 0:
-        nn.utils.clip_grad_norm_(learner.network.parameters(), learner.cfg.max_grad_norm)
+    """Gradient norms (once, for the guard and the clip), NaN/inf guard (before the clip, which would
+    smear one NaN over every gradient), clip, optimizer and LR-schedule step, then the
+    ``after_optimizer_step`` hooks (NaP, ReDo, ...)."""
+    grads, total = grad_norms(learner.network)
+    check_finite(learner.run, loss, learner.network, step=step, total_grad_norm=total,
+                 copy_every=learner.cfg.guard_copy_every)
+    clip_grads(grads, total, learner.cfg.max_grad_norm)
     learner.optimizer.step()
     learner.schedule.step()
     learner.updates += 1

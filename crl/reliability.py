@@ -15,13 +15,17 @@ Two pieces the runner (``crl/runner.py``) and the learners use:
 
 :func:`check_finite`
     Called by a learner after ``loss.backward()`` and before gradient clipping and
-    ``optimizer.step()``. It checks, in one device sync, that the parameters (the result of
-    the previous step and of any hook after it), the loss and every gradient are finite.
-    When they are, it keeps a copy of the parameters (the last good state). When they are
-    not, it raises :class:`NumericalError` naming the step and the layer; for non-finite
-    parameters it first copies the last good parameters back. Checking before the step
-    means a NaN in the loss or the gradients never reaches the weights, so the runner can
-    save the state in memory as the last good state.
+    ``optimizer.step()``. One host sync tells whether the loss, the total gradient norm
+    (:func:`grad_norms`, which the clip, :func:`clip_grads`, reuses) and the floating-point
+    buffers are finite. Parameters are not reduced: a non-finite parameter (left by the
+    previous optimizer step or by a hook after it, e.g. an intervention) makes this update's
+    forward and loss non-finite, and the diagnosis then looks at the parameters first. When
+    all is finite the parameters are copied (the last good state); when not,
+    :class:`NumericalError` names the step and the layer, after copying the last good
+    parameters back if a parameter was the culprit. Checking before the step means a NaN in
+    the loss or the gradients never reaches the weights, so the runner can save the state in
+    memory as the last good state. The runner also checks every parameter and buffer before
+    each regular checkpoint (:func:`check_parameters`).
 
 Exit codes of ``crl`` (see ``crl/cli.py``): 0 done, 1 the run stopped on a non-finite
 number (:class:`NumericalError`), 2 bad input (nothing ran), 128+N stopped by signal N.
@@ -65,7 +69,7 @@ class NumericalError(RuntimeError):
         step = f" at step {self.step}" if self.step is not None else ""
         msg = f"non-finite {self.what} ({self.value}){where}{more}{step}; the run stopped"
         if self.restored_from is not None:
-            msg += f"; parameters restored to the last good update (step {self.restored_from})"
+            msg += f"; parameters restored to their last good copy (step {self.restored_from})"
         if self.checkpoint:
             msg += f"; last good state saved in {self.checkpoint}"
         if self.note:
@@ -77,11 +81,12 @@ class NumericalError(RuntimeError):
 
 
 class _Snapshot:
-    __slots__ = ("tensors", "step")
+    __slots__ = ("tensors", "step", "checks")
 
     def __init__(self) -> None:
         self.tensors: list[torch.Tensor] | None = None
         self.step: int | None = None
+        self.checks = 0
 
 
 _SNAPSHOTS: "weakref.WeakKeyDictionary[torch.nn.Module, _Snapshot]" = weakref.WeakKeyDictionary()
@@ -135,33 +140,70 @@ def _step_of(run: Any, step: int | None) -> int | None:
     return step if step is not None else getattr(run, "global_step", None)
 
 
-def check_finite(run: Any, loss: torch.Tensor, network: torch.nn.Module, step: int | None = None) -> None:
-    """Raise :class:`NumericalError` unless parameters, ``loss`` and gradients are all finite.
+def grad_norms(network: torch.nn.Module) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The gradients of ``network``'s parameters and their total L2 norm (None without gradients),
+    computed once for both :func:`check_finite` and :func:`clip_grads`."""
+    grads = [p.grad for p in network.parameters() if p.grad is not None]
+    if not grads:
+        return grads, None
+    return grads, torch.linalg.vector_norm(torch.stack([n.float() for n in _norms(grads)]))
 
-    Call after ``loss.backward()`` and before gradient clipping (clipping spreads one NaN
-    over every gradient, hiding the layer it came from) and ``optimizer.step()``.
-    ``step`` (default ``run.global_step``) is the step named in the message.
+
+def clip_grads(grads: list[torch.Tensor], total: torch.Tensor | None, max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_``'s rule with the norm already computed: scale every
+    gradient by ``min(1, max_norm / (total + 1e-6))`` (always multiplied, as torch does); 0 = off."""
+    if max_norm > 0 and grads:
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0).to(grads[0].dtype))
+
+
+def check_finite(run: Any, loss: torch.Tensor, network: torch.nn.Module, step: int | None = None,
+                 total_grad_norm: torch.Tensor | None = None, copy_every: int = 1) -> None:
+    """Raise :class:`NumericalError` unless the loss, the gradients, the floating-point buffers
+    and (through the loss) the parameters are finite; else copy the parameters (the last good
+    state) on every ``copy_every``-th call (``--guard-copy-every``: on CPU the copy of a large
+    network costs about as much as the rest of the guard).
+
+    Call after ``loss.backward()`` and before clipping (which would spread one NaN over every
+    gradient and hide the layer it came from) and ``optimizer.step()``. ``total_grad_norm``
+    is :func:`grad_norms`'s total, computed here if not given. ``step`` (default
+    ``run.global_step``) is the step named in the message.
     """
-    params = list(network.parameters())
-    state = [p.detach() for p in params] + [b for b in network.buffers() if b.is_floating_point()]
-    grads = [p.grad for p in params if p.grad is not None]
-    # NaN/inf anywhere makes the sum of the norms non-finite; .item() is the one device sync.
-    total = torch.stack([n.float() for n in _norms([loss.detach().float().reshape(-1), *state, *grads])]).sum()
+    if total_grad_norm is None:
+        total_grad_norm = grad_norms(network)[1]
+    params = [p.detach() for p in network.parameters()]
+    buffers = [b for b in network.buffers() if b.is_floating_point()]
+    checked = [loss.detach().float().reshape(-1)] + [n.float().reshape(1) for n in _norms(buffers)]
+    if total_grad_norm is not None:
+        checked.append(total_grad_norm.float().reshape(1))
     step = _step_of(run, step)
-    if not math.isfinite(total.item()):
-        _raise_if_bad_state(network, _state_tensors(network), step)
-        if not bool(torch.isfinite(loss.detach()).all()):
-            raise NumericalError("loss", step, value="nan" if bool(torch.isnan(loss.detach()).any()) else "inf")
-        bad = _bad([(n, p.grad) for n, p in network.named_parameters() if p.grad is not None])
-        if bad:
-            # Backprop runs from the output to the input: the non-finite gradient nearest the
-            # output (last in registration order) is where it appeared.
-            name, value = bad[-1]
-            raise NumericalError("gradient", step, where=name, value=value, others=len(bad) - 1)
-        # else a norm (or their sum) overflowed for huge but finite values: not an error.
+    # NaN/inf anywhere makes the sum non-finite; .item() is the one device sync.
+    if not math.isfinite(torch.cat(checked).sum().item()):
+        _diagnose(network, loss, step)
+    _keep_last_good(network, params + buffers, step, copy_every)
+
+
+def _diagnose(network: torch.nn.Module, loss: torch.Tensor, step: int | None) -> None:
+    """Name what is non-finite: a parameter or buffer first (restored to the last good copy),
+    then the loss, then the gradient nearest the output."""
+    _raise_if_bad_state(network, _state_tensors(network), step)
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise NumericalError("loss", step, value="nan" if bool(torch.isnan(loss.detach()).any()) else "inf")
+    bad = _bad([(n, p.grad) for n, p in network.named_parameters() if p.grad is not None])
+    if bad:
+        # Backprop runs from the output to the input: the non-finite gradient nearest the
+        # output (last in registration order) is where it appeared.
+        name, value = bad[-1]
+        raise NumericalError("gradient", step, where=name, value=value, others=len(bad) - 1)
+    # else a norm (or their sum) overflowed for huge but finite values: not an error.
+
+
+def _keep_last_good(network: torch.nn.Module, state: list[torch.Tensor], step: int | None, every: int) -> None:
     snap = _SNAPSHOTS.get(network)
     if snap is None:
         snap = _SNAPSHOTS[network] = _Snapshot()
+    snap.checks += 1
+    if (snap.checks - 1) % max(int(every), 1):
+        return
     if snap.tensors is None or len(snap.tensors) != len(state) or any(
             s.shape != t.shape or s.device != t.device or s.dtype != t.dtype for s, t in zip(snap.tensors, state)):
         snap.tensors = [t.clone() for t in state]
@@ -243,5 +285,5 @@ def exit_code_for_signal(name: str | None) -> int:
     return 128 + int(getattr(signal, name))
 
 
-__all__ = ["NumericalError", "check_finite", "check_parameters", "parameters_finite", "stop_on_signals",
-           "exit_code_for_signal", "EXIT_NUMERICAL"]
+__all__ = ["NumericalError", "check_finite", "grad_norms", "clip_grads", "check_parameters", "parameters_finite",
+           "stop_on_signals", "exit_code_for_signal", "EXIT_NUMERICAL"]

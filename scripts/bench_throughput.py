@@ -22,10 +22,12 @@ of the per-repeat ratios.
 
 Learning systems fill ``--learning-starts`` env steps (epsilon reaches 0.01 there, so the
 measured phase acts greedily 99% of the time in both libraries), run ``--burn-in`` more
-steps with updates, then each window times ``--steps`` env steps. Reported: env steps/s, the crl/SB3
-ratio, where the time goes (env stepping, acting, replay sampling, the network update, the
-NaN guard, everything else), crl's share of time outside the network update, peak resident
-memory of the process (and peak CUDA memory), and replay bytes per stored transition.
+steps with updates, then each window times ``--steps`` env steps. Reported: env steps/s, the
+crl/SB3 ratio, where the time goes (env stepping, acting, replay sampling, the network
+update, the NaN guard, everything else), crl's share of time outside the network update,
+peak resident memory of the process (and peak CUDA memory), and replay bytes per stored
+transition. The guard's share is its host sync and its copy of the parameters; the gradient
+norms it reads are the clip's (``crl.reliability.grad_norms``), counted in the update.
 Shares come from wrappers around the library's own methods; on CUDA they are measured in
 a second, synchronised window of ``--steps // 4`` steps (the first one gives the speed).
 
@@ -59,11 +61,11 @@ LEARNERS = {  # system -> crl config overrides (besides the shared settings)
     "crl-dqn": dict(agent="dqn"),
     "crl-dqn-single": dict(agent="dqn", double_dqn=False),
     "crl-dqn-plain": dict(agent="dqn", double_dqn=False, fused_optimizer=False, channels_last=False,
-                          overlap_env="off", fused_forward=False),
+                          overlap_env=False, fused_forward=False),
     # ablations of crl-dqn-single: one speed option switched each
     "crl-dqn-single-no-fused-adam": dict(agent="dqn", double_dqn=False, fused_optimizer=False),
     "crl-dqn-single-no-channels-last": dict(agent="dqn", double_dqn=False, channels_last=False),
-    "crl-dqn-single-overlap": dict(agent="dqn", double_dqn=False, overlap_env="on"),
+    "crl-dqn-single-no-overlap": dict(agent="dqn", double_dqn=False, overlap_env=False),
     "crl-dqn-fused-forward": dict(agent="dqn", fused_forward=True),
     "crl-hlgauss-graphs": dict(agent="dqn-hlgauss", cuda_graphs=True),
     "crl-hlgauss-compile": dict(agent="dqn-hlgauss", compile=True),
@@ -162,19 +164,18 @@ def _crl_learner(args, overrides: dict, num_envs: int, learning_starts: int):
 
 
 def _instrument_crl(learner, clock: Clock) -> None:
-    import agents.dqn as dqn_module
+    import crl.learner as learner_module
 
     env, cfg = learner.env, learner.cfg
-    overlap = cfg.overlap_env == "on" or (cfg.overlap_env == "auto" and learner.device.type == "cuda")
-    for name in (("send", "recv") if overlap and hasattr(env, "send") else ("step",)):  # ale's step calls send
+    for name in (("send", "recv") if cfg.overlap_env and hasattr(env, "send") else ("step",)):  # ale's step calls send
         setattr(env, name, clock.wrap("env", getattr(env, name)))
     learner.act = clock.wrap("act", learner.act)
     learner.sample_batch = clock.wrap("sample", learner.sample_batch)
     learner.update = clock.wrap("update", learner.update)
     learner.replay.add = clock.wrap("add", learner.replay.add)
-    if not hasattr(dqn_module, "_bench_original_check_finite"):
-        dqn_module._bench_original_check_finite = dqn_module.check_finite
-    dqn_module.check_finite = clock.wrap("guard", dqn_module._bench_original_check_finite)
+    if not hasattr(learner_module, "_bench_original_check_finite"):
+        learner_module._bench_original_check_finite = learner_module.check_finite
+    learner_module.check_finite = clock.wrap("guard", learner_module._bench_original_check_finite)
 
 
 def _timed(run, clock: Clock | None, cuda: bool) -> tuple[int, float]:

@@ -22,7 +22,7 @@ from crl.hooks import HookList
 from crl.runner import Runner
 from scenarios.atari import atari
 
-PLAIN = dict(fused_optimizer=False, channels_last=False, fused_forward=False, overlap_env="off",
+PLAIN = dict(fused_optimizer=False, channels_last=False, fused_forward=False, overlap_env=False,
              compile=False, cuda_graphs=False, amp_bf16=False)
 FAST = dict(fused_optimizer=True, channels_last=True, fused_forward=True)
 B = 16
@@ -135,7 +135,7 @@ def _collect(tmp_path, name: str, steps: int, **overrides):
 def test_overlap_keeps_the_schedule_and_the_data(tmp_path):
     # updates off: overlapped and plain stepping collect bit-identical replay contents
     a = _collect(tmp_path, "a", 120, learning_starts=10_000)
-    b = _collect(tmp_path, "b", 120, learning_starts=10_000, overlap_env="on")
+    b = _collect(tmp_path, "b", 120, learning_starts=10_000, overlap_env=True)
     assert len(a.replay) == len(b.replay) > 0
     for name in ("_actions", "_rewards", "_flags"):
         assert torch.equal(getattr(a.replay, name), getattr(b.replay, name)), name
@@ -145,7 +145,7 @@ def test_overlap_keeps_the_schedule_and_the_data(tmp_path):
     assert all(torch.equal(x[k], y[k]) for k in x)
     # updates on: the same number of updates and target copies at the same env steps
     c = _collect(tmp_path, "c", 160, learning_starts=48)
-    d = _collect(tmp_path, "d", 160, learning_starts=48, overlap_env="on")
+    d = _collect(tmp_path, "d", 160, learning_starts=48, overlap_env=True)
     assert (c.updates, c.next_target_sync, c.env_steps) == (d.updates, d.next_target_sync, d.env_steps)
     assert c.updates == (160 - 48) // 4 + 1
 

@@ -322,3 +322,24 @@ def test_training_is_identical_with_metrics_on_or_off(tmp_path):
     for tag in ("train/loss", "train/episode_return", "eval/CartPole-v1/score"):
         on, off = runs[100].Scalars(tag), runs[0].Scalars(tag)
         assert [(e.step, e.value) for e in on] == [(e.step, e.value) for e in off], tag
+
+
+@pytest.mark.parametrize("probe_every, probe_steps, probed", [(1, 2, [True, True, True]), (2, 2, [True, False, True]),
+                                                              (1, 0, [False, False, False])])
+def test_probe_cadence(fake, probe_every, probe_steps, probed):
+    """--probe-every N: the probe on metric steps 1, N+1, ...; --probe-steps 0: never (other metrics still logged)."""
+    hook = PlasticityHook(every=2, probe_every=probe_every, probe_steps=probe_steps)
+    hook.on_run_start(fake.run)
+    hook.on_task_start(fake.run, 0, None)
+    for _ in range(7):  # metric steps fire at 3, 5, 7
+        fake.step(hook)
+    for step, expect in zip((3, 5, 7), probed):
+        got = fake.run.logger.at(step)
+        assert "plasticity/srank_0.01" in got
+        assert ("plasticity/probe_loss_reduction" in got) == expect, step
+
+
+def test_config_sets_the_probe():
+    hook = next(h for h in default_hooks(make_config("atari", probe_every=3, probe_steps=7))
+                if isinstance(h, PlasticityHook))
+    assert (hook.every, hook.probe_every, hook.probe_steps) == (10_000, 3, 7)

@@ -28,7 +28,7 @@ from conftest import gym_args
 from crl.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, save_checkpoint
 from crl.cli import main
 from crl.hooks import Hook
-from crl.reliability import NumericalError, check_finite
+from crl.reliability import NumericalError, check_finite, clip_grads, grad_norms
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 900
@@ -164,13 +164,15 @@ class _Inject(Hook):
     def __init__(self, kind: str, at: int = 5, layer: str | None = None):
         self.kind, self.at, self.layer, self.calls = kind, at, layer, 0
         self.good: dict[str, torch.Tensor] | None = None
+        self.history: dict[int, dict[str, torch.Tensor]] = {}  # env step -> weights before that update
         self.step: int | None = None
 
     def transform_loss(self, run, per_sample_loss, batch):
         self.calls += 1
+        net = run.learner.network
+        self.history[run.learner.env_steps] = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if self.calls == self.at:
-            net = run.learner.network
-            self.good = {k: v.detach().clone() for k, v in net.state_dict().items()}  # before this update
+            self.good = self.history[run.learner.env_steps]  # before this update
             self.step = run.learner.env_steps
             if self.kind == "loss":
                 return per_sample_loss * float("nan")
@@ -184,13 +186,13 @@ class _Inject(Hook):
                 dict(run.learner.network.named_parameters())[self.layer][0, 0] = float("nan")
 
 
-def _runner_with(hook: Hook, root: Path):
+def _runner_with(hook: Hook, root: Path, *extra: str):
     from crl import api
     from crl.cli import build_parser, config_from_args
     from crl.config import adapt_to_budget
     from crl.runner import Runner
 
-    cfg, explicit = config_from_args(build_parser().parse_args(gym_args(root, *RUN, "--name", "nan")))
+    cfg, explicit = config_from_args(build_parser().parse_args(gym_args(root, *RUN, "--name", "nan", *extra)))
     adapt_to_budget(cfg, explicit)
     scenario, learner, hooks = api.prepare(cfg)
     hooks.append(hook)
@@ -200,7 +202,7 @@ def _runner_with(hook: Hook, root: Path):
 @pytest.mark.parametrize("kind", ["loss", "grad", "param"])
 def test_nan_stops_run_naming_step_and_layer_with_last_good_checkpoint(kind, tmp_path):
     hook = _Inject(kind, at=5)
-    runner = _runner_with(hook, tmp_path / "runs")
+    runner = _runner_with(hook, tmp_path / "runs", "--guard-copy-every", "1")
     layer = hook.layer = next(n for n, p in runner.learner.network.named_parameters() if p.dim() == 2)
     with pytest.raises(NumericalError) as info:
         runner.run()
@@ -224,6 +226,22 @@ def test_nan_stops_run_naming_step_and_layer_with_last_good_checkpoint(kind, tmp
     assert all(p.name.startswith("step_") for p in list_checkpoints(runner.run_dir))
 
 
+def test_nan_parameter_restored_to_the_guards_last_copy(tmp_path):
+    """With --guard-copy-every 3 the parameters go back to the copy the guard took last (at the first
+    of every 3 updates), the step named in the message."""
+    hook = _Inject("param", at=5)
+    runner = _runner_with(hook, tmp_path / "runs", "--guard-copy-every", "3")
+    hook.layer = next(n for n, p in runner.learner.network.named_parameters() if p.dim() == 2)
+    with pytest.raises(NumericalError) as info:
+        runner.run()
+    msg = str(info.value)
+    steps = sorted(hook.history)  # env steps of the updates 1, 2, ...; copies at updates 1 and 4
+    assert f"parameters restored to their last good copy (step {steps[3]})" in msg, msg
+    weights = load_checkpoint(Path(info.value.checkpoint))["learner"]["network"]
+    for k, good in hook.history[steps[3]].items():
+        assert torch.equal(weights[k], good), k
+
+
 def test_nan_from_cli_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
     import crl.api
 
@@ -242,7 +260,29 @@ def test_guard_ignores_huge_but_finite_values():
     loss.backward()
     check_finite(None, loss, net, step=7)
     with torch.no_grad():
-        net.bias[0] = float("inf")
+        net.bias[0] = float("inf")  # e.g. left by a hook after the optimizer step
+    loss = net(torch.zeros(1, 2)).sum()  # the next update's forward sees it
+    loss.backward()
     with pytest.raises(NumericalError, match=r"non-finite parameter \(inf\) in layer 'bias' at step 7"):
         check_finite(None, loss, net, step=7)
     assert torch.isfinite(net.bias).all()  # restored from the last good copy
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 0.5, 1e6])
+def test_guard_clips_like_clip_grad_norm(max_norm):
+    """The guard's gradient norms, reused for the clip: same result as torch's clip_grad_norm_."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    x = torch.randn(11, 5)
+    for net in nets:
+        (net(x) ** 2).sum().backward()
+    before = [p.grad.clone() for p in nets[0].parameters()]
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(nets[0].parameters(), max_norm)
+    grads, total = grad_norms(nets[1])
+    check_finite(None, torch.zeros(()), nets[1], step=0, total_grad_norm=total)
+    clip_grads(grads, total, max_norm)
+    for ref, got, raw in zip(nets[0].parameters(), nets[1].parameters(), before):
+        torch.testing.assert_close(got.grad, ref.grad, rtol=1e-6, atol=0)
+        assert (max_norm == 0.5) != torch.equal(got.grad, raw)  # 0.5 clips, the others leave them

@@ -34,10 +34,10 @@
     drift_task,grad_norm,effective_lr}``       ``grad_norm``: what ``clip_grad_norm_`` returns)
     ``plasticity/probe_loss_reduction``        probe-task plasticity (Lyle et al. 2023):
     ``plasticity/probe_loss_after``            :func:`~crl.metrics.plasticity.plasticity_probe` on a
-                                              copy, ``probe_steps`` Adam steps at ``probe_lr`` on
-                                              all parameters, targets ``f(X) + N(0, 1)``; every
-                                              ``probe_every``-th metric step with a probe
-                                              batch (the first included)
+                                              copy, ``--probe-steps`` (20) Adam steps at
+                                              ``probe_lr`` on all parameters, targets
+                                              ``f(X) + N(0, 1)``; every ``--probe-every``-th (1)
+                                              metric step with a probe batch (the first included)
     ``perf/metrics_seconds``                   wall seconds spent in this hook so far
     ========================================  ==================================================
 
@@ -145,8 +145,8 @@ class PlasticityHook(Hook):
 
     name = "plasticity"
 
-    def __init__(self, every: int, taus=TAUS, srank_delta: float = SRANK_DELTA, probe_every: int = 10,
-                 probe_steps: int = 100, probe_lr: float = 1e-3, seed: int = 0):
+    def __init__(self, every: int, taus=TAUS, srank_delta: float = SRANK_DELTA, probe_every: int = 1,
+                 probe_steps: int = 20, probe_lr: float = 1e-3, seed: int = 0):
         if every <= 0:
             raise UserError(f"--metrics-every: must be > 0 for the plasticity hook, got {every}")
         self.every, self.taus, self.srank_delta = int(every), tuple(taus), srank_delta
@@ -220,7 +220,7 @@ class PlasticityHook(Hook):
         probe = self._probe_batch(run)
         if probe is not None:
             self._guard("features", values, self._forward_metrics, run, net, probe)
-            if self.forward_count % self.probe_every == 0:
+            if self.probe_steps > 0 and self.forward_count % self.probe_every == 0:
                 self._guard("probe", values, self._probe_metrics, net, probe)
             self.forward_count += 1
         self._before, self._grad_sq = {}, {}
@@ -558,6 +558,7 @@ def default_hooks(cfg) -> list[Hook]:
     ``cfg.metrics_every > 0``, plasticity metrics at that cadence."""
     hooks: list[Hook] = []
     if cfg.metrics_every > 0:
-        hooks.append(PlasticityHook(cfg.metrics_every, seed=cfg.seed))
+        hooks.append(PlasticityHook(cfg.metrics_every, probe_every=cfg.probe_every, probe_steps=cfg.probe_steps,
+                                    seed=cfg.seed))
     hooks += [ForgettingHook(), TensorBoardViews()]
     return hooks
