@@ -49,7 +49,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, preset: str, skip: set[st
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        help_text = f"{field_help(f)} (default: {default})"
+        help_text = f"{field_help(f)} (default: {default})".replace("%", "%%")  # argparse formats help with %
         if isinstance(f.default, bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
