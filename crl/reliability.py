@@ -170,7 +170,6 @@ def check_finite(run: Any, loss: torch.Tensor, network: torch.nn.Module, step: i
     """
     if total_grad_norm is None:
         total_grad_norm = grad_norms(network)[1]
-    params = [p.detach() for p in network.parameters()]
     buffers = [b for b in network.buffers() if b.is_floating_point()]
     checked = [loss.detach().float().reshape(-1)] + [n.float().reshape(1) for n in _norms(buffers)]
     if total_grad_norm is not None:
@@ -179,7 +178,7 @@ def check_finite(run: Any, loss: torch.Tensor, network: torch.nn.Module, step: i
     # NaN/inf anywhere makes the sum non-finite; .item() is the one device sync.
     if not math.isfinite(torch.cat(checked).sum().item()):
         _diagnose(network, loss, step)
-    _keep_last_good(network, params + buffers, step, copy_every)
+    _keep_last_good(network, step, copy_every)
 
 
 def _diagnose(network: torch.nn.Module, loss: torch.Tensor, step: int | None) -> None:
@@ -197,13 +196,15 @@ def _diagnose(network: torch.nn.Module, loss: torch.Tensor, step: int | None) ->
     # else a norm (or their sum) overflowed for huge but finite values: not an error.
 
 
-def _keep_last_good(network: torch.nn.Module, state: list[torch.Tensor], step: int | None, every: int) -> None:
+def _keep_last_good(network: torch.nn.Module, step: int | None, every: int) -> None:
+    """Copy parameters and floating-point buffers on every ``every``-th call (the first included)."""
     snap = _SNAPSHOTS.get(network)
     if snap is None:
         snap = _SNAPSHOTS[network] = _Snapshot()
     snap.checks += 1
     if (snap.checks - 1) % max(int(every), 1):
         return
+    state = [t for _, t in _state_tensors(network)]
     if snap.tensors is None or len(snap.tensors) != len(state) or any(
             s.shape != t.shape or s.device != t.device or s.dtype != t.dtype for s, t in zip(snap.tensors, state)):
         snap.tensors = [t.clone() for t in state]
