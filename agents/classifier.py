@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,10 +71,31 @@ from agents.fast import use_fused_kernel
 from crl.errors import UserError
 from crl.nn.network import Introspectable, build_torso
 from crl.optim import LRSchedule, build_optimizer
+from crl.options import option
 from crl.registry import AGENTS
 from crl.learner import optimizer_step
 
 STRATEGIES = ("naive", "replay", "er-ace", "der++")
+
+
+@dataclass
+class ClassifierOptions:
+    """Settings of the supervised classifier (the `supervised` preset)."""
+
+    strategy: str = option("naive", "naive, replay (ER, reservoir), er-ace (Caccia et al. 2022), der++ (Buzzega et "
+                                     "al. 2020)", choices=STRATEGIES)
+    online: bool = option(False, "online continual learning: one pass over each task's data (AdaB2N protocol: "
+                                 "--batch-size 10, replay batch 10)")
+    epochs: float = option(1.0, "offline: passes over each task's training data (a task's own steps win); "
+                                "0 = --steps updates per task", check="non_negative")
+    il_mode: str = option("class", "class: one head over all classes (class-incremental); task: logits masked to "
+                                   "the sample's task classes in training and evaluation (task-incremental)",
+                          choices=("class", "task"))
+    replay_size: int = option(500, "replay memory in samples (reservoir sampling)", check="non_negative")
+    replay_batch_size: int = option(0, "replay samples per update (0 = --batch-size)", check="non_negative")
+    der_alpha: float = option(0.2, "DER++ weight of the logit-matching (MSE) term", check="non_negative")
+    der_beta: float = option(0.5, "DER++ weight of the replayed-label cross-entropy term", check="non_negative")
+    eval_batch_size: int = option(512, "samples per forward in evaluation", check="positive")
 
 
 def steps_per_pass(n: int, batch_size: int) -> int:
@@ -484,6 +506,7 @@ class ClassifierLearner:
         self._count = 0
         self._n_upd = 0
         self._log_t0 = now
+        log.progress(step)  # the progress display moves with the train/* scalars (crl/logging.py)
 
     # ------------------------------------------------------------------ evaluation and probes
     @torch.no_grad()
@@ -552,5 +575,6 @@ class ClassifierLearner:
 
 
 AGENTS.register("classifier", "supervised classifier for task streams: --strategy naive|replay|er-ace|der++, "
-                              "--online or --epochs, --il-mode class|task", kind="supervised")(
+                              "--online or --epochs, --il-mode class|task", options=ClassifierOptions,
+                kind="supervised")(
     lambda cfg, scenario, device: ClassifierLearner(cfg, scenario, device))

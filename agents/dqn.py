@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import pickle
 import warnings
+from dataclasses import dataclass
 
 import cloudpickle
 import numpy as np
@@ -28,7 +29,63 @@ from crl.nn.network import build_network
 from crl.nn.norms import adab2n
 from crl.optim import LRSchedule, build_optimizer
 from crl.learner import optimizer_step
+from crl.options import option
 from crl.registry import AGENTS, HEADS
+
+
+@dataclass
+class DQNOptions:
+    """DQN; defaults: Dopamine's dqn.gin with Adam, the `crl atari` preset."""
+
+    gamma: float = option(0.99, "discount", check="unit")
+    n_step: int = option(1, "n-step returns", check="positive")
+    buffer_size: int = option(1_000_000, "replay capacity in transitions", check="positive")
+    learning_starts: int = option(20_000, "env steps of random-policy data before the first update",
+                                  check="non_negative")
+    train_freq: int = option(4, "env steps per update (replay ratio = batch_size / train_freq)", check="positive")
+    target_update: int = option(8_000, "env steps between hard target-network copies", check="positive")
+    double_dqn: bool = option(True, "select the next action with the online network (van Hasselt et al. 2016)")
+    eps_start: float = option(1.0, "initial exploration epsilon", check="unit")
+    eps_end: float = option(0.01, "final exploration epsilon", check="unit")
+    eps_decay_steps: int = option(250_000, "env steps of linear epsilon decay", check="non_negative")
+    eval_eps: float = option(0.001, "epsilon during evaluation", check="unit")
+    clip_rewards: bool = option(True, "clip rewards to [-1, 1] for learning (raw scores are logged)")
+    reset_replay_per_task: bool = option(False, "empty the replay buffer at each task change")
+    num_envs: int = option(8, "parallel environments of the vector env", check="positive")
+    eval_episodes: int = option(10, "episodes per task and evaluation", check="positive")
+    eval_max_steps: int = option(27_000, "cap on agent steps per evaluation episode (Atari: 27,000 = 108k frames)",
+                                 check="positive")
+    checkpoint_replay: bool = option(True, "store the replay buffer in checkpoints (needed for exact resume)")
+
+    def check(self, cfg) -> None:
+        if self.buffer_size < self.num_envs * 2:
+            raise UserError(f"--buffer-size: must hold at least 2 transitions per env ({self.num_envs * 2}), "
+                            f"got {self.buffer_size}")
+
+    def fit_budget(self, cfg, explicit: set[str]) -> list[str]:
+        """Shrink the schedules a short ``--steps`` would never reach; one note per change."""
+        notes, budget = [], cfg.steps
+        if "learning_starts" not in explicit and self.learning_starts > budget // 2:
+            new = max(budget // 10, cfg.batch_size)
+            notes.append(f"--steps {budget} is shorter than twice the default learning start "
+                         f"({self.learning_starts}); learning starts at {new} instead")
+            self.learning_starts = new
+        if "eps_decay_steps" not in explicit and self.eps_decay_steps > budget // 2:
+            new = max(budget // 10, 1)
+            notes.append(f"epsilon decays over {new} steps instead of {self.eps_decay_steps} to fit --steps {budget}")
+            self.eps_decay_steps = new
+        if "target_update" not in explicit and self.target_update > budget // 10:
+            new = max(budget // 10, self.train_freq)
+            notes.append(f"target network copied every {new} steps instead of {self.target_update} to fit "
+                         f"--steps {budget}")
+            self.target_update = new
+        cap = max(budget // 4, 1_000)
+        if "eval_max_steps" not in explicit and self.eval_max_steps > cap:
+            # An agent this short-trained often stalls (e.g. never presses FIRE): don't let one eval outlast training.
+            notes.append(f"evaluation episodes capped at {cap} steps instead of {self.eval_max_steps} to fit "
+                         f"--steps {budget}")
+            self.eval_max_steps = cap
+        return notes
 
 
 def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
@@ -58,7 +115,7 @@ class DQNAgent:
                                 f"'{scenario.tasks[0].name}' has {obs_space.shape} and {act_space.n}; tasks must share "
                                 "spaces (for Atari use --full-action-space)")
         self.obs_shape, self.num_actions = tuple(obs_space.shape), int(act_space.n)
-        self.head = HEADS.get(head_name)(cfg.num_bins, cfg.v_min, cfg.v_max, cfg.sigma_ratio).to(device)
+        self.head = HEADS.get(head_name)(cfg).to(device)
         self.network = build_network(cfg, self.obs_shape, self.num_actions, self.head).to(device)
         self.channels_last = cfg.channels_last and len(self.obs_shape) == 3  # speed: memory layout only
         if self.channels_last:
@@ -268,6 +325,7 @@ class DQNAgent:
             log.scalar("train/loss", (self._loss_sum / self._loss_count).item(), step)
             self._loss_sum.zero_()
             self._loss_count = 0
+        log.progress(step)  # the progress display moves with the train/* scalars (crl/logging.py)
 
     # ------------------------------------------------------------------ evaluation and probes
     @torch.no_grad()
@@ -338,7 +396,7 @@ class DQNAgent:
 
 
 def _register(name: str, head: str, help: str) -> None:
-    AGENTS.register(name, help, head=head, kind="rl")(
+    AGENTS.register(name, help, options=(DQNOptions, fast.SpeedOptions), head=head, kind="rl")(
         lambda cfg, scenario, device: DQNAgent(cfg, scenario, device, head))
 
 

@@ -23,13 +23,32 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from crl.options import option
+
 PER_SAMPLE_NORMS = frozenset({"none", "layernorm", "nap", "rmsnorm", "groupnorm", "evonorm-s0"})
 # BatchNorm's statistics update is an in-place tensor op, so a captured forward replays it exactly
 GRAPH_SAFE_NORMS = PER_SAMPLE_NORMS | {"batchnorm"}
+
+
+@dataclass
+class SpeedOptions:
+    """Speed; none changes the math; defaults: the fastest measured on CPU."""
+
+    channels_last: bool = option(True, "conv torsos: weights and image batches in channels-last layout (faster convs)")
+    overlap_env: bool = option(True, "ale-py vector env: step it (send/recv) while the due updates run, which then "
+                                     "sample replay without that env step (1.08x env steps/s on the idle 2-core CPU)")
+    fused_forward: bool = option(False, "double DQN: one online forward over obs and next_obs (fewer GPU launches; "
+                                        "more backward work on CPU); only with per-sample norms")
+    compile: bool = option(False, "torch.compile the online and target networks (minutes of compiling; no gain "
+                                  "measured on CPU)")
+    cuda_graphs: bool = option(False, "CUDA: capture the update's forward and backward once, replay it on each batch")
+    amp_bf16: bool = option(False, "bfloat16 autocast of the network forwards; value-head losses stay float32 "
+                                   "(changes numerics; slower on CPU without AMX)")
 
 
 def use_fused_kernel(optimizer: torch.optim.Optimizer) -> bool:

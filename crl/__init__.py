@@ -5,12 +5,26 @@ Public API for user scenarios and scripts::
     import crl
     crl.Scenario, crl.RLTask, crl.SupervisedTask, crl.register_scenario, crl.gym_env_factory
     crl.run(scenario=..., agent="dqn-hlgauss", steps=20_000)   # or crl.run(crl.Config(...))
+    crl.option, crl.NORMS, crl.INTERVENTIONS, ...               # your own components and their options
+
+The names are imported on first use, so ``crl --help`` does not load torch or gymnasium.
 """
-from crl.config import Config, make_config
-from crl.envs import gym_env_factory
-from crl.errors import UserError
-from crl.hooks import Hook
-from crl.scenario import RLTask, Scenario, SupervisedTask, register_scenario
+import importlib
+
+_EXPORTS = {
+    "Config": "crl.config", "make_config": "crl.config", "gym_env_factory": "crl.envs", "UserError": "crl.errors",
+    "Hook": "crl.hooks", "RLTask": "crl.scenario", "Scenario": "crl.scenario", "SupervisedTask": "crl.scenario",
+    "register_scenario": "crl.scenario", "CycleOptions": "crl.scenario", "option": "crl.options",
+    "declare_options": "crl.options", "AGENTS": "crl.registry", "TORSOS": "crl.registry", "NORMS": "crl.registry",
+    "HEADS": "crl.registry", "INTERVENTIONS": "crl.registry", "OPTIMIZERS": "crl.registry",
+    "SCENARIOS": "crl.registry",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'crl' has no attribute '{name}'")
 
 
 def run(cfg=None, scenario=None, preset: str = "gym", **overrides):
@@ -20,6 +34,5 @@ def run(cfg=None, scenario=None, preset: str = "gym", **overrides):
     return _run(cfg, scenario, preset, **overrides)
 
 
-__all__ = ["Config", "make_config", "gym_env_factory", "UserError", "Hook", "RLTask", "Scenario", "SupervisedTask",
-           "register_scenario", "run"]
+__all__ = [*_EXPORTS, "run"]
 __version__ = "0.1.0"

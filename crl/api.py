@@ -6,17 +6,21 @@ directory is created, so bad input never leaves or overwrites anything.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from crl.config import Config, adapt_to_budget, load_config, make_config, validate
+from crl.checkpoint import load_latest_checkpoint
+from crl.config import Config, adapt_to_budget, flag, load_config, make_config, validate
 from crl.errors import UserError
 from crl.hooks import Hook, HookList
+from crl.options import building
 from crl.registry import AGENTS, INTERVENTIONS, NORMS, OPTIMIZERS, SCENARIOS, TORSOS, load_builtins
 from crl.runner import Runner, resolve_device, seed_everything
-from crl.scenario import Scenario, build_scenario
+from crl.scenario import (USER_MODULE_PREFIX, Scenario, build_scenario, user_code_errors, user_error_line,
+                          user_frame, user_module_name)
 
 
 def check_names(cfg: Config) -> None:
@@ -34,7 +38,7 @@ def load_scenario_file(spec: str) -> str:
     if not path.is_file():
         raise UserError(f"crl run: scenario file '{path}' does not exist")
     before = set(SCENARIOS.names())
-    module_name = f"crl_user_scenario_{abs(hash(str(path.resolve())))}"
+    module_name = user_module_name(path)
     if module_name not in sys.modules:
         spec_obj = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec_obj)
@@ -45,9 +49,8 @@ def load_scenario_file(spec: str) -> str:
             raise
         except Exception as err:  # the user's file: report its error in one line, not our traceback
             del sys.modules[module_name]
-            line = getattr(err, "lineno", None)
-            where = f" (line {line})" if line else ""
-            raise UserError(f"crl run: {path}{where}: {type(err).__name__}: {err}") from None
+            frame = (str(path), err.lineno) if isinstance(err, SyntaxError) else user_frame(err)
+            raise UserError("crl run: " + user_error_line(err, frame or (str(path), "?"))) from None
     added = sorted(set(SCENARIOS.names()) - before) or [n for n in SCENARIOS.names()
                                                           if getattr(SCENARIOS.get(n), "__module__", "") == module_name]
     if name:
@@ -100,8 +103,9 @@ def prepare(cfg: Config, scenario: Scenario | None = None):
                         f"'{scenario.name}' has {scenario.kind} tasks")
     from crl.interventions import build_interventions
 
-    hooks = HookList(build_interventions(cfg) + extra_hooks(cfg))
-    learner = entry.factory(cfg, scenario, device)
+    with building(cfg):  # parts built deep inside (norms) read their options from cfg (crl/options.py)
+        hooks = HookList(build_interventions(cfg) + extra_hooks(cfg))
+        learner = entry.factory(cfg, scenario, device)
     return scenario, learner, hooks
 
 
@@ -116,25 +120,109 @@ def run(cfg: Config | None = None, scenario: Scenario | None = None, preset: str
     if cfg is None:
         cfg = make_config(preset, **overrides)
     if cfg.resume:
-        return resume(cfg.resume)
-    scenario, learner, hooks = prepare(cfg, scenario)
-    run_dir = run_directory(cfg, scenario)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    return Runner(cfg, scenario, learner, hooks, run_dir).run()
+        return resume(cfg.resume, {k: v for k, v in overrides.items() if k != "resume"})
+    with user_code_errors():  # an exception in a user's scenario file: one line naming its file and line
+        scenario, learner, hooks = prepare(cfg, scenario)
+        run_dir = run_directory(cfg, scenario)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return Runner(cfg, scenario, learner, hooks, run_dir).run()
 
 
-def resume(run_dir: str | Path) -> dict:
+# Options that --resume may change; any other option given with --resume must equal the run's own,
+# except where the run is (--resume names it; a run directory may have been moved since).
+CHANGEABLE_ON_RESUME = ("steps", "log_every", "progress")
+LOCATION = ("run_dir", "name")
+
+
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict:
+    """Continue the run in ``run_dir`` from its newest checkpoint; return its summary.
+
+    ``overrides``: option values given besides ``--resume`` (the CLI passes the flags given on
+    its command line, e.g. ``{"steps": 40_000}``). A value equal to the run's own is accepted
+    (``crl sweep`` repeats a trial's whole command line). Only :data:`CHANGEABLE_ON_RESUME` may
+    differ: ``progress``; ``log_every`` (the train/* and progress cadence from now on); and
+    ``steps`` for a single-task run only (``steps`` is per task: other tasks of a multi-task run
+    trained with the old value), not below the steps it has done, and not when its task sets its
+    own ``steps``. ``run_dir`` and ``name`` are not compared (``run_dir`` says where the run is,
+    and it may have been moved). Any other difference is a :class:`UserError` naming the flag;
+    nothing is written then. ``config.yaml`` records the new values.
+
+    A finished run (its checkpoint is past its last task and ``summary.json`` says it finished)
+    without a larger ``steps``: one line on stderr says so, no file is touched, and the stored
+    summary is returned with ``already_finished: True``. With a larger ``steps`` it trains on
+    from its finished state up to the new budget: the schedules (epsilon decay, learning start,
+    the learning-rate horizon) stay those of the original run, the new final evaluation replaces
+    the eval-matrix row, and every earlier point of the event file stays (the old final
+    evaluation included). Otherwise "resuming <run_dir> from step N" goes to stderr first.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
-    from crl.checkpoint import list_checkpoints
+    changes = _resume_changes(cfg, overrides or {})
+    state = load_latest_checkpoint(run_dir)
+    r = state["runner"]
+    stream_len, new_steps = len(r["eval_matrix"]), changes.get("steps")
+    if new_steps is not None and stream_len > 1:
+        raise UserError(f"--steps: cannot change when resuming {run_dir}: it trains {stream_len} tasks and --steps "
+                        f"is per task (the run has {cfg.steps})")
+    summary = _finished_summary(run_dir) if r["task_index"] >= stream_len else None
+    if summary is not None and not (new_steps is not None and new_steps > r["global_step"]):
+        more = "; give a larger --steps to continue it" if stream_len == 1 else ""
+        print(f"run {run_dir} is finished at step {r['global_step']}{more}", file=sys.stderr)
+        return {**summary, "already_finished": True}
+    if new_steps is not None and new_steps < r["global_step"]:  # one task: its steps are the run's
+        raise UserError(f"--steps: {run_dir} has already trained {r['global_step']} steps; give at least that many")
+    for name, value in changes.items():
+        setattr(cfg, name, value)
+    with user_code_errors():
+        scenario, learner, hooks = prepare(cfg)
+        _check_task_budget(scenario, new_steps)
+        print(f"resuming {run_dir} from step {r['global_step']}", file=sys.stderr)
+        return _resumed_runner(cfg, scenario, learner, hooks, run_dir, state).run()
 
-    if not list_checkpoints(run_dir):
-        raise UserError(f"--resume: no checkpoint in {run_dir}")
-    scenario, learner, hooks = prepare(cfg)
-    return Runner(cfg, scenario, learner, hooks, run_dir, resume=True).run()
+
+def _resume_changes(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that differ from the run's config; a UserError for one that may not change."""
+    changes = {}
+    for name, value in overrides.items():
+        old = getattr(cfg, name)
+        if value == old or name in LOCATION:
+            continue
+        if name not in CHANGEABLE_ON_RESUME:
+            allowed = ", ".join(flag(n) for n in CHANGEABLE_ON_RESUME)
+            raise UserError(f"{flag(name)}: cannot change when resuming a run (it has {old!r}, given {value!r}); "
+                            f"only {allowed} can")
+        changes[name] = value
+    return changes
+
+
+def _finished_summary(run_dir: Path) -> dict | None:
+    """The run's summary.json if it says the run finished (not stopped early, not diverged)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):  # absent: killed after the final checkpoint, before the summary
+        return None
+    finished = isinstance(summary, dict) and not summary.get("stopped_early") and not summary.get("diverged")
+    return summary if finished else None
+
+
+def _check_task_budget(scenario: Scenario, new_steps: int | None) -> None:
+    task = scenario.stream()[0]
+    if new_steps is not None and task.steps is not None:
+        raise UserError(f"--steps: task '{task.name}' of scenario '{scenario.name}' sets its own budget "
+                        f"({task.steps} steps); --steps does not change it")
+
+
+def _resumed_runner(cfg: Config, scenario: Scenario, learner, hooks: HookList, run_dir: Path, state: dict) -> Runner:
+    try:
+        return Runner(cfg, scenario, learner, hooks, run_dir, resume=state)
+    except ModuleNotFoundError as err:  # the checkpoint's env refers to a scenario file imported from elsewhere
+        if not (err.name or "").startswith(USER_MODULE_PREFIX):
+            raise
+        raise UserError(f"--resume: the checkpoint holds code of a scenario file imported from another path than "
+                        f"{cfg.scenario} (module {err.name}); resume with the file where the run started") from None
 
 
 __all__ = ["run", "resume", "prepare", "adapt_to_budget"]

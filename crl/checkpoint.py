@@ -24,7 +24,8 @@ def _ckpt_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename: readers see the old file or the new."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -41,8 +42,8 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], prefix: str
     folder = _ckpt_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{prefix}_{step:012d}.pt"
-    _atomic_write(path, data)
-    _atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+    atomic_write(path, data)
+    atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
     for old in (list_checkpoints(run_dir)[:-KEEP] if prefix == "step" else []):
         old.unlink(missing_ok=True)
         old.with_suffix(".sha256").unlink(missing_ok=True)

@@ -4,29 +4,44 @@ Each argument is a run directory (it holds ``config.yaml`` and an event file), a
 above run directories (every run below it is used, as ``tensorboard --logdir`` would), or a
 glob of those. Runs are grouped by their ``config.yaml`` with ``seed``, ``name``, ``run_dir``,
 ``resume`` and ``progress`` left out, so the runs of a group differ only by seed. Groups are
-labelled by the config fields that differ between groups.
+labelled by the config fields that differ between groups. ``--resamples`` (default 2000) is
+the number of bootstrap draws of every band and interval, plots and tables alike.
 
 Written to ``--out``:
 
 ``<tag>.png`` (``/`` in the tag becomes ``__``)
     One line per group over env steps: the mean over the group's runs and a 95% percentile
-    bootstrap band of that mean (resampling runs, ``--resamples`` draws). Runs logged at
-    different steps are linearly interpolated onto the union of their steps (at most 500
-    points, else an even grid), each only inside its own step range.
+    bootstrap band of that mean (resampling runs). Runs logged at different steps are
+    linearly interpolated onto the union of their steps (at most 500 points, else an even
+    grid), each only inside its own step range. The line is solid where every run of the
+    group has a value, dashed where only some do (runs of different lengths), and has no
+    band where fewer than two runs do.
 ``final_values.md`` / ``final_values.csv``
-    Per group and tag, over the runs' final values (the value at the last logged step):
-    with ``>= 5`` runs the interquartile mean (IQM, mean of the middle 50%, ``trim_mean(x,
-    0.25)``) with a 95% stratified-bootstrap CI (Agarwal et al., "Deep RL at the Edge of the
-    Statistical Precipice", NeurIPS 2021, arXiv 2108.13264; implemented here, in the manner of
-    ``rliable``'s ``StratifiedBootstrap``: runs are resampled with replacement within each
-    task, here one task per tag); with fewer runs the mean with a 95% percentile bootstrap CI.
+    Per group and tag, over the runs' final values (the value at each run's last logged
+    step): with ``>= 5`` runs the interquartile mean (IQM, mean of the middle 50%,
+    ``trim_mean(x, 0.25)``) with a 95% stratified-bootstrap CI (Agarwal et al., "Deep RL at
+    the Edge of the Statistical Precipice", NeurIPS 2021, arXiv 2108.13264; implemented here,
+    in the manner of ``rliable``'s ``StratifiedBootstrap``: runs are resampled with
+    replacement within each task, here one task per tag); with 2-4 runs the mean with a 95%
+    percentile-bootstrap CI, marked in the table because with so few runs it under-covers;
+    with one run the value and no CI (empty CSV cells, ``n/a`` in the table). The
+    Markdown table ends with notes: groups whose runs end at different steps, tags left out,
+    event files that restart or are cut off. ``crl compare`` also prints it.
 ``runs.csv``
     The final value of every run and tag (group, run directory, seed, tag, step, value).
 
 Tags (``--tags``) are exact names or shell-style patterns (``eval/*/score``); default:
 ``eval/*/score``, ``train/episode_return``, ``forgetting/*`` and the network-level
-``plasticity/*`` metrics (no per-layer ones). A tag missing from some runs, or a pattern that
-matches nothing, is a :class:`~crl.errors.UserError` naming the runs and close tags.
+``plasticity/*`` metrics (no per-layer ones) that every run has. A named tag missing from
+some runs, or a pattern that matches nothing, is a :class:`~crl.errors.UserError` naming the
+runs and close tags. ``forgetting/*`` is left out for a group whose runs all saw a single
+task (``forgetting/num_tasks`` at most 1, or, without it, one ``eval/*/score`` tag): there
+forgetting, BWT and FWT are 0 and the averages repeat ``eval/<task>/score``.
+
+Reading follows TensorBoard: a resumed run's second event file purges the first one's
+points from the step it resumed at; a file that restarts at an earlier step without that
+purge replaces the earlier points from that step on (noted); for a step logged twice the
+later value counts. A tag whose points were all purged counts as missing from that run.
 """
 from __future__ import annotations
 
@@ -35,12 +50,15 @@ import csv
 import difflib
 import fnmatch
 import glob
+import logging
 import math
 import re
+import struct
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import yaml
@@ -51,6 +69,12 @@ GROUP_EXCLUDE = ("seed", "name", "run_dir", "resume", "progress")
 DEFAULT_TAGS = ("eval/*/score", "train/episode_return", "forgetting/*", "plasticity/*")
 IQM_MIN_RUNS = 5
 MAX_POINTS = 500
+DEFAULT_RESAMPLES = 2000  # the one default of --resamples, compare() and every function below
+RESAMPLE_RANGE = (100, 100_000)  # fewer draws make the 2.5% tails noisy; more only cost memory and time
+FEW_RUNS_MARK = "[a]"
+FEW_RUNS_NOTE = (f"{FEW_RUNS_MARK} fewer than {IQM_MIN_RUNS} runs: percentile bootstrap of the mean, known to "
+                 "under-cover with so few runs (Agarwal et al. 2021); read the interval as optimistic.")
+NO_INTERVAL = "n/a (1 run: no interval)"
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -63,7 +87,7 @@ def iqm(x: Any, axis: int | None = None) -> Any:
     return trim_mean(np.asarray(x, dtype=np.float64), proportiontocut=0.25, axis=axis)
 
 
-def stratified_bootstrap_ci(scores: Any, statistic: Callable[..., Any] = np.mean, resamples: int = 2000,
+def stratified_bootstrap_ci(scores: Any, statistic: Callable[..., Any] = np.mean, resamples: int = DEFAULT_RESAMPLES,
                             level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Point estimate and 95% (``level``) percentile CI of ``statistic`` over a ``(runs, tasks)`` matrix.
 
@@ -71,6 +95,7 @@ def stratified_bootstrap_ci(scores: Any, statistic: Callable[..., Any] = np.mean
     (column) and applies ``statistic`` to the flattened resampled matrix: the stratified
     bootstrap of Agarwal et al. (2021). A 1-D input is one task (the plain bootstrap).
     ``statistic(x, axis=...)`` must reduce along ``axis`` (``np.mean`` and :func:`iqm` do).
+    One run has no interval: both bounds are NaN.
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim == 1:
@@ -80,7 +105,7 @@ def stratified_bootstrap_ci(scores: Any, statistic: Callable[..., Any] = np.mean
     n, tasks = s.shape
     point = float(statistic(s.ravel(), axis=0))
     if n == 1:
-        return point, point, point
+        return point, math.nan, math.nan
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(resamples, n, tasks))
     draws = s[idx, np.arange(tasks)]  # (resamples, n, tasks): column t resampled from column t only
@@ -90,32 +115,33 @@ def stratified_bootstrap_ci(scores: Any, statistic: Callable[..., Any] = np.mean
     return point, float(lo), float(hi)
 
 
-def final_summary(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """IQM + stratified bootstrap CI with >= 5 runs, else mean + bootstrap CI (95%)."""
+def final_summary(values: Sequence[float], resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """IQM + stratified bootstrap CI with >= 5 runs, else mean + bootstrap CI (95%; NaN bounds for one run)."""
     v = np.asarray(values, dtype=np.float64)
     stat, fn = ("IQM", iqm) if v.size >= IQM_MIN_RUNS else ("mean", np.mean)
     point, lo, hi = stratified_bootstrap_ci(v, fn, resamples, seed=seed)
     return {"statistic": stat, "value": point, "ci_low": lo, "ci_high": hi, "n": int(v.size)}
 
 
-def bootstrap_band(curves: np.ndarray, resamples: int = 1000, level: float = 0.95,
+def bootstrap_band(curves: np.ndarray, resamples: int = DEFAULT_RESAMPLES, level: float = 0.95,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over runs and the percentile bootstrap band of the mean, per column (step).
 
     ``curves`` is ``(runs, steps)``; NaN marks a run without a value at that step and is left
-    out of that step's mean and resamples.
+    out of that step's mean and resamples. Where fewer than two runs have a value there is
+    no band (NaN bounds).
     """
     c = np.asarray(curves, dtype=np.float64)
     valid = ~np.isnan(c)
     counts = valid.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(counts > 0, np.nansum(c, axis=0) / np.maximum(counts, 1), np.nan)
+    lo, hi = np.full_like(mean, np.nan), np.full_like(mean, np.nan)
     n = c.shape[0]
-    if n == 1:
-        return mean, mean.copy(), mean.copy()
+    if n < 2:
+        return mean, lo, hi
     rng = np.random.default_rng(seed)
     alpha = (1.0 - level) / 2
-    lo, hi = np.empty_like(mean), np.empty_like(mean)
     filled, present = np.nan_to_num(c), valid.astype(np.float64)
     chunk = max(1, 4_000_000 // (resamples * n))  # bounded memory for long curves
     for start in range(0, c.shape[1], chunk):
@@ -126,6 +152,8 @@ def bootstrap_band(curves: np.ndarray, resamples: int = 1000, level: float = 0.9
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # steps no resample has a value for stay NaN
             lo[sl], hi[sl] = np.nanpercentile(means, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    single = counts < 2  # one value resampled is a zero-width "interval": none
+    lo[single], hi[single] = np.nan, np.nan
     return mean, lo, hi
 
 
@@ -137,6 +165,8 @@ class Run:
     path: Path
     config: dict[str, Any]
     scalars: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # tag -> (steps, values)
+    emptied: set[str] = field(default_factory=set)  # tags in the event files whose points were all purged
+    notes: list[str] = field(default_factory=list)  # what reading found odd, for the table's notes
 
     @property
     def seed(self) -> Any:
@@ -181,28 +211,96 @@ def find_runs(specs: Sequence[str]) -> list[Path]:
     return list(unique)
 
 
-def read_run(path: Path) -> Run:
-    """Config and every scalar series of one run (all its event files; a resumed run's
-    purged events dropped by TensorBoard's reader; for a step logged twice the later value)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"crl compare: cannot read {path / 'config.yaml'}: {str(err).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise UserError(f"crl compare: {path / 'config.yaml'} is not a mapping of field: value")
-    if not _event_files(path):
+    return config
+
+
+@contextmanager
+def _quiet_tensorboard() -> Iterator[None]:
+    """TensorBoard's reader warns about a "TensorFlow restart" at every resume purge; compare reports
+    what matters (emptied tags, differing final steps) in its own notes instead."""
+    logger = logging.getLogger("tensorboard")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def cut_off(event_file: Path) -> bool:
+    """Whether ``event_file`` ends inside a record (the writer was killed mid-write).
+
+    Walks the TFRecord framing: each record is an 8-byte little-endian length, a 4-byte
+    checksum of it, the data and a 4-byte checksum of the data.
+    """
+    size, pos = event_file.stat().st_size, 0
+    with open(event_file, "rb") as fh:
+        while size - pos >= 12:
+            fh.seek(pos)
+            (length,) = struct.unpack("<Q", fh.read(8))
+            pos += 12 + length + 4
+    return pos != size
+
+
+def _series(events: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """``(steps, values, restart)`` of one tag's events in reading order.
+
+    A step below the previous one means another process wrote from an earlier step without
+    a resume's purge; as TensorBoard does for such files, its points replace the earlier
+    process's from that step on. ``restart`` is the lowest such step, else None.
+    """
+    by_step: dict[int, float] = {}
+    restart, last = None, None
+    for ev in events:
+        step = int(ev.step)
+        if last is not None and step < last:
+            by_step = {s: v for s, v in by_step.items() if s < step}
+            restart = step if restart is None else min(restart, step)
+        by_step[step] = float(ev.value)  # a step logged twice: the later value
+        last = step
+    steps = np.array(sorted(by_step), dtype=np.int64)
+    return steps, np.array([by_step[s] for s in steps], dtype=np.float64), restart
+
+
+def read_run(path: Path) -> Run:
+    """Config and every scalar series of one run (all its event files, read as TensorBoard does;
+    see the module docstring). A run without any scalar point is a :class:`UserError`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = Run(path, _read_config(path))
+    files = _event_files(path)
+    if not files:
         raise UserError(f"crl compare: run directory '{path}' has no TensorBoard event file")
     acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
-    acc.Reload()
-    run = Run(path, config)
+    with _quiet_tensorboard():
+        acc.Reload()
+    restarts = []
     for tag in acc.Tags().get("scalars", []):
-        by_step: dict[int, float] = {}
-        for ev in acc.Scalars(tag):
-            by_step[int(ev.step)] = float(ev.value)
-        steps = np.array(sorted(by_step), dtype=np.int64)
-        run.scalars[tag] = (steps, np.array([by_step[s] for s in steps], dtype=np.float64))
+        steps, values, restart = _series(acc.Scalars(tag))
+        if steps.size:
+            run.scalars[tag] = (steps, values)
+        else:
+            run.emptied.add(tag)
+        if restart is not None:
+            restarts.append(restart)
+    cut = [f.name for f in files if cut_off(f)]
+    if not run.scalars:
+        what = "cut off" if cut else ("emptied by a resume's purge" if run.emptied else "empty")
+        raise UserError(f"crl compare: run '{path}' has no scalar point in its event files ({what}: "
+                        f"{', '.join(f.name for f in files)}); leave it out or let it log")
+    if restarts:
+        run.notes.append(f"{path}: an event file restarts at step {min(restarts)} without a resume's purge (another "
+                         "process wrote to this run directory); its points replace the earlier ones from there on")
+    if cut:
+        run.notes.append(f"{path}: {', '.join(cut)} ends inside a record (the writer was killed); "
+                         "the points before it are used")
     return run
 
 
@@ -245,32 +343,57 @@ def _default_tag(tag: str) -> bool:
     return any(fnmatch.fnmatchcase(tag, p) for p in DEFAULT_TAGS)
 
 
-def select_tags(runs: Sequence[Run], patterns: Sequence[str] | None) -> list[str]:
-    """Tags to compare. Explicit tags must be in every run; patterns must match something."""
+def _names(runs: Sequence[Run]) -> str:
+    return ", ".join(str(r.path) for r in runs[:3]) + (" ..." if len(runs) > 3 else "")
+
+
+def _lacking(tag: str, runs: Sequence[Run]) -> list[Run]:
+    return [r for r in runs if tag not in r.scalars]
+
+
+def _missing_error(tag: str, runs: Sequence[Run], every: list[str]) -> UserError:
+    lacking = _lacking(tag, runs)
+    emptied = [r for r in lacking if tag in r.emptied]
+    why = (f"; in {_names(emptied)} all its points were purged by a --resume from an earlier step and not "
+           "logged again" if emptied else "")
+    return UserError(f"crl compare: tag '{tag}' is missing from {len(lacking)} of {len(runs)} runs "
+                     f"({_names(lacking)}){why}; {_close(tag, every)}")
+
+
+def select_tags(runs: Sequence[Run], patterns: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``(tags, notes)``: the tags to compare. Named tags must be in every run and patterns must match
+    something (else :class:`UserError`); default tags missing from some runs are left out, with a note."""
     every = sorted({t for r in runs for t in r.scalars})
     if not patterns:
-        chosen = [t for t in every if _default_tag(t)]
-        if not chosen:
-            raise UserError("crl compare: the runs have none of the default tags (eval/*/score, forgetting/*, ...); "
-                            f"choose with --tags from: {', '.join(every[:12]) or 'no scalars at all'}")
-    else:
-        chosen = []
-        for pat in patterns:
-            if glob.has_magic(pat):
-                hits = [t for t in every if fnmatch.fnmatchcase(t, pat)]
-                if not hits:
-                    raise UserError(f"crl compare: --tags '{pat}' matches no tag of these runs; "
-                                    f"{_close(pat, every)}")
-            else:
-                hits = [pat]
-            chosen.extend(h for h in hits if h not in chosen)
+        return _default_tags(runs, every)
+    chosen: list[str] = []
+    for pat in patterns:
+        if glob.has_magic(pat):
+            hits = [t for t in every if fnmatch.fnmatchcase(t, pat)]
+            if not hits:
+                raise UserError(f"crl compare: --tags '{pat}' matches no tag of these runs; {_close(pat, every)}")
+        else:
+            hits = [pat]
+        chosen.extend(h for h in hits if h not in chosen)
     for tag in chosen:
-        lacking = [r for r in runs if tag not in r.scalars]
-        if lacking:
-            names = ", ".join(str(r.path) for r in lacking[:3]) + (" ..." if len(lacking) > 3 else "")
-            raise UserError(f"crl compare: tag '{tag}' is missing from {len(lacking)} of {len(runs)} runs ({names}); "
-                            f"{_close(tag, every)}")
-    return chosen
+        if _lacking(tag, runs):
+            raise _missing_error(tag, runs, every)
+    return chosen, []
+
+
+def _default_tags(runs: Sequence[Run], every: list[str]) -> tuple[list[str], list[str]]:
+    candidates = [t for t in every if _default_tag(t)]
+    chosen = [t for t in candidates if not _lacking(t, runs)]
+    if not chosen:
+        if candidates:
+            raise _missing_error(candidates[0], runs, every)
+        raise UserError("crl compare: the runs have none of the default tags (eval/*/score, forgetting/*, ...); "
+                        f"choose with --tags from: {', '.join(every[:12]) or 'no scalars at all'}")
+    left = [t for t in candidates if t not in chosen]
+    notes = [f"left out {len(left)} default tag(s) missing from some runs: "
+             + "; ".join(f"`{t}` (missing from {_names(_lacking(t, runs))})" for t in left[:5])
+             + (" ..." if len(left) > 5 else "") + "; name one with --tags for the details"] if left else []
+    return chosen, notes
 
 
 def _close(tag: str, every: list[str]) -> str:
@@ -282,11 +405,45 @@ def tag_filename(tag: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", tag.replace("/", "__")) + ".png"
 
 
+# ----------------------------------------------------------------------------- single-task runs
+
+
+def task_count(run: Run) -> int | None:
+    """Tasks the run has seen: the largest ``forgetting/num_tasks`` (stream positions, so a task
+    met again in a later cycle counts again), else its number of ``eval/*/score`` tags, else None."""
+    if "forgetting/num_tasks" in run.scalars:
+        return int(np.nanmax(run.scalars["forgetting/num_tasks"][1]))
+    evals = [t for t in run.scalars if fnmatch.fnmatchcase(t, "eval/*/score")]
+    return len(evals) or None
+
+
+def single_task(members: Sequence[Run]) -> bool:
+    counts = [task_count(m) for m in members]
+    return all(c is not None and c <= 1 for c in counts)
+
+
+def plan_tags(groups: dict[str, list[Run]], tags: Sequence[str]) -> tuple[dict[str, dict[str, list[Run]]], list[str]]:
+    """``({tag: {group: runs}}, notes)``: every group for every tag, except ``forgetting/*`` for
+    groups whose runs all saw one task; a tag left with no group is dropped."""
+    skip = [label for label, members in groups.items() if single_task(members)]
+    plan: dict[str, dict[str, list[Run]]] = {}
+    for tag in tags:
+        keep = {k: v for k, v in groups.items() if not (tag.startswith("forgetting/") and k in skip)}
+        if keep:
+            plan[tag] = keep
+    left = [t for t in tags if t.startswith("forgetting/") and skip]
+    if not left:
+        return plan, []
+    where = "every group" if len(skip) == len(groups) else "group(s) " + "; ".join(skip)
+    return plan, [f"left out {len(left)} forgetting/* tag(s) for {where}: every run saw a single task, where "
+                  "forgetting, BWT and FWT are 0 and avg_final/avg_seen repeat eval/<task>/score"]
+
+
 # ----------------------------------------------------------------------------- outputs
 
 
 def curves_on_grid(members: Sequence[Run], tag: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(grid, values (runs, grid))``: each run interpolated inside its own step range."""
+    """``(grid, values (runs, grid))``: each run interpolated inside its own step range, NaN outside."""
     series = [m.scalars[tag] for m in members]
     grid = np.unique(np.concatenate([s for s, _ in series]))
     if grid.size > MAX_POINTS:
@@ -298,7 +455,19 @@ def curves_on_grid(members: Sequence[Run], tag: str) -> tuple[np.ndarray, np.nda
     return grid, out
 
 
-def plot_tag(groups: dict[str, list[Run]], tag: str, path: Path, resamples: int, seed: int) -> None:
+def split_by_coverage(mean: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(solid, dashed)`` copies of ``mean``: solid where all ``n`` runs have a value, dashed where
+    only some do, plus the neighbouring points of the dashed part so the two lines join."""
+    full = counts == n
+    partial = (counts > 0) & ~full
+    joined = partial.copy()
+    joined[1:] |= partial[:-1]
+    joined[:-1] |= partial[1:]
+    return np.where(full, mean, np.nan), np.where(joined, mean, np.nan)
+
+
+def plot_tag(groups: dict[str, list[Run]], tag: str, path: Path, resamples: int, seed: int,
+             colors: dict[str, str] | None = None) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.2), dpi=100)
@@ -306,82 +475,161 @@ def plot_tag(groups: dict[str, list[Run]], tag: str, path: Path, resamples: int,
     for k, (label, members) in enumerate(groups.items()):
         grid, values = curves_on_grid(members, tag)
         mean, lo, hi = bootstrap_band(values, resamples, seed=seed + k)
-        color = f"C{k % 10}"
-        ax.plot(grid, mean, color=color, label=f"{label} (n={len(members)})", lw=1.5,
-                marker="o" if grid.size < 20 else None, ms=3)
-        if len(members) > 1:
-            ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+        solid, dashed = split_by_coverage(mean, (~np.isnan(values)).sum(axis=0), len(members))
+        color = (colors or {}).get(label, f"C{k % 10}")
+        marker = "o" if grid.size < 20 else None
+        extra = ", no band" if len(members) == 1 else ("; dashed: fewer runs" if np.isfinite(dashed).any() else "")
+        ax.plot(grid, solid, color=color, label=f"{label} (n={len(members)}{extra})", lw=1.5, marker=marker, ms=3)
+        ax.plot(grid, dashed, color=color, lw=1.2, ls="--", marker=marker, ms=3)
+        band = np.isfinite(lo) & np.isfinite(hi)
+        if band.any():
+            ax.fill_between(grid, lo, hi, where=band, color=color, alpha=0.2, lw=0)
+            if marker:  # a band at an isolated point has no width: show it as a bar there too
+                ax.vlines(grid[band], lo[band], hi[band], color=color, alpha=0.5, lw=1)
     ax.set_xlabel("env steps")
     ax.set_ylabel(tag)
-    ax.set_title(f"{tag}: mean over seeds, 95% bootstrap band ({resamples} resamples)", fontsize=9)
+    title = f"{tag}: mean over seeds, 95% bootstrap band ({resamples} resamples)"
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Title": title})  # the PNG's text chunk carries the title for scripts (and tests)
 
 
 def _fmt(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.6g}"
 
 
-def write_tables(groups: dict[str, list[Run]], tags: Sequence[str], out: Path, resamples: int,
-                 seed: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    per_run: list[dict[str, Any]] = []
-    for label, members in groups.items():
-        for tag in tags:
+def _csv_cell(key: str, value: Any) -> Any:
+    if key in ("ci_low", "ci_high") and isinstance(value, float) and math.isnan(value):
+        return ""  # one run: no interval
+    return repr(value) if isinstance(value, float) else value
+
+
+def ends_apart(steps: Sequence[np.ndarray]) -> bool:
+    """Whether the runs' last logged steps lie at least one logging interval apart (the largest last
+    interval of any run; any difference when every run has a single point): a missing point or a
+    shorter run, not the jitter of tags logged at episode ends."""
+    ends = [int(s[-1]) for s in steps]
+    intervals = [int(s[-1] - s[-2]) for s in steps if s.size > 1]
+    gap = max(ends) - min(ends)
+    return gap > 0 and gap >= max(intervals, default=0)
+
+
+def summarize(plan: dict[str, dict[str, list[Run]]], resamples: int,
+              seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """``(rows, per_run, notes)``: one row per group and tag, one per run and tag, and a note for
+    every group and tag whose runs end apart (:func:`ends_apart`)."""
+    rows, per_run, notes = [], [], []
+    for tag, groups in plan.items():
+        for label, members in groups.items():
             finals = [m.final(tag) for m in members]
             for m, (step, value) in zip(members, finals):
                 per_run.append({"group": label, "run_dir": str(m.path), "seed": m.seed, "tag": tag, "step": step,
                                 "value": value})
             s = final_summary([v for _, v in finals], resamples, seed)
+            steps = [st for st, _ in finals]
             rows.append({"group": label, "tag": tag, "n_runs": s["n"], "statistic": s["statistic"],
                          "value": s["value"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
-                         "final_step": max(st for st, _ in finals)})
-    fields = ["group", "tag", "n_runs", "statistic", "value", "ci_low", "ci_high", "final_step"]
-    with open(out / "final_values.csv", "w", newline="") as fh:
+                         "final_step": max(steps), "final_step_min": min(steps)})
+            if ends_apart([m.scalars[tag][0] for m in members]):
+                first = members[steps.index(min(steps))].path
+                notes.append(f"{label}, `{tag}`: the runs end at different steps ({min(steps)} to {max(steps)}; "
+                             f"{first} ends first, a point missing or a shorter run); each value is that run's "
+                             "last point, so the row mixes training lengths")
+    return rows, per_run, notes
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
-        w.writerows([{k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
-    with open(out / "runs.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["group", "run_dir", "seed", "tag", "step", "value"])
-        w.writeheader()
-        w.writerows([{k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in per_run])
+        w.writerows([{k: _csv_cell(k, v) for k, v in r.items()} for r in rows])
+
+
+def _md_row(r: dict[str, Any]) -> str:
+    few = 1 < r["n_runs"] < IQM_MIN_RUNS
+    ci = NO_INTERVAL if r["n_runs"] == 1 else f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+    step = str(r["final_step"]) if r["final_step"] == r["final_step_min"] else \
+        f"{r['final_step_min']} to {r['final_step']}"
+    group = r["group"].replace("|", "\\|")
+    return (f"| {group} | `{r['tag']}` | {r['n_runs']} | {r['statistic']}{' ' + FEW_RUNS_MARK if few else ''} | "
+            f"{_fmt(r['value'])} | {ci} | {step} |")
+
+
+def markdown_table(rows: list[dict[str, Any]], notes: Sequence[str], resamples: int) -> str:
     lines = [
         "# Final values",
         "",
         f"Value at each run's last logged step. Statistic: IQM with a 95% stratified-bootstrap CI when a group has "
         f">= {IQM_MIN_RUNS} runs, else the mean with a 95% percentile-bootstrap CI; {resamples} resamples over runs.",
         "",
-        "| group | tag | runs | statistic | value | 95% CI |",
-        "|---|---|---|---|---|---|",
+        "| group | tag | runs | statistic | value | 95% CI | final step |",
+        "|---|---|---|---|---|---|---|",
+        *[_md_row(r) for r in rows],
     ]
-    for r in rows:
-        lines.append(f"| {r['group']} | `{r['tag']}` | {r['n_runs']} | {r['statistic']} | {_fmt(r['value'])} | "
-                     f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] |")
-    (out / "final_values.md").write_text("\n".join(lines) + "\n")
-    return rows
+    if any(1 < r["n_runs"] < IQM_MIN_RUNS for r in rows):
+        lines += ["", FEW_RUNS_NOTE]
+    if notes:
+        lines += ["", "Notes:", "", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(plan: dict[str, dict[str, list[Run]]], out: Path, resamples: int, seed: int,
+                 notes: Sequence[str] = ()) -> tuple[list[dict[str, Any]], str]:
+    """Write ``final_values.csv``, ``runs.csv`` and ``final_values.md`` (with ``notes`` and the notes
+    on differing final steps); returns the rows and the Markdown."""
+    rows, per_run, step_notes = summarize(plan, resamples, seed)
+    _write_csv(out / "final_values.csv", ["group", "tag", "n_runs", "statistic", "value", "ci_low", "ci_high",
+                                          "final_step", "final_step_min"], rows)
+    _write_csv(out / "runs.csv", ["group", "run_dir", "seed", "tag", "step", "value"], per_run)
+    md = markdown_table(rows, [*step_notes, *notes], resamples)
+    (out / "final_values.md").write_text(md, encoding="utf-8")
+    return rows, md
+
+
+def _check_resamples(resamples: int) -> None:
+    lo, hi = RESAMPLE_RANGE
+    if not lo <= resamples <= hi:
+        raise UserError(f"crl compare: --resamples must be between {lo} and {hi}, got {resamples}")
+
+
+def _unique_png(tag: str, used: set[Path], out: Path) -> Path:
+    """``<tag>.png``, with a counter when two tags map to the same file name (``a/b`` and ``a__b``)."""
+    path, k = out / tag_filename(tag), 2
+    while path in used:
+        path, k = out / tag_filename(f"{tag}-{k}"), k + 1
+    used.add(path)
+    return path
 
 
 def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str | Path = "crl-compare",
-            resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Read the runs, write the PNGs and tables to ``out``; returns what was written."""
-    if resamples < 100:
-        raise UserError(f"crl compare: --resamples must be >= 100, got {resamples}")
+            resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """Read the runs, write the PNGs and tables to ``out``; returns what was written (``markdown``:
+    the table as written, ``notes``: its notes)."""
+    _check_resamples(resamples)
     runs = [read_run(p) for p in find_runs(run_dirs)]
-    chosen = select_tags(runs, tags)
+    chosen, tag_notes = select_tags(runs, tags)
     groups = group_runs(runs)
+    plan, task_notes = plan_tags(groups, chosen)
+    if not plan:
+        raise UserError("crl compare: nothing left to compare: every chosen tag is forgetting/* and every run saw a "
+                        "single task (forgetting is 0 there); choose other --tags")
+    notes = [*tag_notes, *task_notes, *[n for r in runs for n in r.notes]]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = []
-    for tag in chosen:
-        path = out / tag_filename(tag)
-        plot_tag(groups, tag, path, min(resamples, 1000), seed)
-        plots.append(path)
-    rows = write_tables(groups, chosen, out, resamples, seed)
+    colors = {label: f"C{k % 10}" for k, label in enumerate(groups)}  # a group keeps its colour in every plot
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        used: set[Path] = set()
+        plots = [_unique_png(tag, used, out) for tag in plan]
+        for tag, path in zip(plan, plots):
+            plot_tag(plan[tag], tag, path, resamples, seed, colors)
+        rows, md = write_tables(plan, out, resamples, seed, notes)
+    except OSError as err:
+        raise UserError(f"crl compare: cannot write to --out {out}: {err.strerror or err}") from None
     return {"runs": [r.path for r in runs], "groups": {k: [r.path for r in v] for k, v in groups.items()},
-            "tags": chosen, "plots": plots, "table": out / "final_values.md", "csv": out / "final_values.csv",
-            "runs_csv": out / "runs.csv", "rows": rows}
+            "tags": list(plan), "plots": plots, "table": out / "final_values.md", "csv": out / "final_values.csv",
+            "runs_csv": out / "runs.csv", "rows": rows, "markdown": md, "notes": notes}
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -392,13 +640,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="Read TensorBoard event files of run directories. Groups runs by config "
                        "(all but the seed), plots "
                        "tags over steps (mean, 95% bootstrap band) and tabulates final values (IQM with >= 5 "
-                       "seeds, else mean; 95% bootstrap CIs).")
+                       "seeds, else mean; 95% bootstrap CIs; none for a single run), printed at the end.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, folders above them, or globs")
     p.add_argument("--tags", nargs="+", default=None, metavar="TAG",
                    help="tags or patterns (default: eval/*/score, train/episode_return, forgetting/*, "
                         "network-level plasticity/*)")
     p.add_argument("--out", default="crl-compare", help="output folder (default: crl-compare)")
-    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
+                   help=f"bootstrap resamples of every band and interval, plots and tables "
+                        f"(default: {DEFAULT_RESAMPLES}; {RESAMPLE_RANGE[0]} to {RESAMPLE_RANGE[1]})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     p.set_defaults(command="compare")
     return p
@@ -411,4 +661,6 @@ def main_from_args(args: argparse.Namespace) -> int:
         print(f"  {label}: {len(paths)} run(s)")
     print(f"wrote {len(result['plots'])} plot(s), {result['table']}, {result['csv']} and {result['runs_csv']} "
           f"in {Path(args.out)}")
+    print()
+    print(result["markdown"], end="")
     return 0

@@ -15,7 +15,30 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from crl.checkpoint import atomic_write
 from crl.config import Config, save_config
+
+LINES_PER_RUN = 1000  # plain progress lines (stderr not a terminal): at most about this many per run
+
+
+def plain_line_interval(log_every: int, total_steps: int) -> int:
+    """Steps between plain progress lines: ``log_every``, or the smallest multiple of it that keeps a
+    run to about :data:`LINES_PER_RUN` lines (a tiny ``--log-every`` must not flood a log file).
+    Counted in steps, not seconds, so the lines of a run are the same on every machine."""
+    return log_every * max(1, math.ceil(total_steps / (LINES_PER_RUN * log_every)))
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth, replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy / torch arrays and scalars
+        return strict_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class RunLogger:
@@ -25,11 +48,18 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
-        # purge_step drops events logged after the checkpoint we resume from, so curves never double back.
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step if start_step else None)
+        # A resumed run (start_step > 0, the step of its checkpoint) purges events logged after that
+        # checkpoint, so curves never double back. Everything logged *at* that step (the evaluation,
+        # train/* scalars, forgetting/* at a task end) came before the checkpoint and is kept, hence + 1.
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step + 1 if start_step else None)
         self.latest: dict[str, float] = {}
+        tty = sys.stderr.isatty()
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                         disable=not (cfg.progress and sys.stderr.isatty()), file=sys.stderr)
+                         disable=not (cfg.progress and tty), file=sys.stderr)
+        self._total = total_steps
+        self._line_every = plain_line_interval(cfg.log_every, total_steps) if cfg.progress and not tty else 0
+        self._line_bucket = start_step // self._line_every if self._line_every else 0
+        self._step = start_step
         self._last_return = float("nan")
         self._t0, self._s0 = time.perf_counter(), start_step
 
@@ -45,12 +75,35 @@ class RunLogger:
             self.scalar(tag, value, step)
 
     def progress(self, step: int) -> None:
-        """Advance the bar to ``step`` and report throughput (also logged as perf/sps)."""
-        self._bar.update(step - self._bar.n)
-        elapsed = time.perf_counter() - self._t0
-        if elapsed > 0:
-            sps = (step - self._s0) / elapsed
+        """Move the progress display to global step ``step``.
+
+        Learners call this with their train/* scalars (every ``--log-every`` steps) and the runner
+        after each chunk. On a terminal the tqdm bar moves (tqdm redraws at most every 0.1 s); with
+        stderr not a terminal (nohup, Slurm, CI) a plain line is printed each time ``step`` enters a
+        new multiple of :func:`plain_line_interval`. ``--no-progress`` turns both off.
+        """
+        self._step = step
+        sps = self._sps(step)
+        if not self._bar.disable:
             self._bar.set_postfix(sps=f"{sps:.0f}", ret=f"{self._last_return:.1f}", refresh=False)
+            self._bar.update(step - self._bar.n)
+        if self._line_every and step // self._line_every > self._line_bucket:
+            self._line_bucket = step // self._line_every
+            self._print_line(step, sps)
+
+    def _sps(self, step: int) -> float:
+        """Steps per second since this process started (or resumed) the run."""
+        elapsed = time.perf_counter() - self._t0
+        return (step - self._s0) / elapsed if elapsed > 0 else 0.0
+
+    def _print_line(self, step: int, sps: float) -> None:
+        pct = 100.0 * step / self._total if self._total else 100.0
+        line = f"step {step}/{self._total} ({pct:.0f}%)  {sps:.0f} steps/s"
+        if math.isfinite(self._last_return):
+            line += f"  return {self._last_return:.1f}"
+        elif "train/loss" in self.latest:  # supervised learners have no episodes
+            line += f"  loss {self.latest['train/loss']:.4g}"
+        print(line, file=sys.stderr, flush=True)
 
     def flush(self) -> None:
         self.writer.flush()
@@ -72,10 +125,14 @@ class RunLogger:
             self.writer._get_file_writer().add_summary(summary)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-        (self.run_dir / "summary.json").write_text(json.dumps(clean, indent=2, sort_keys=True))
+        """``summary.json`` as strict JSON (NaN and inf, nested ones too, become null), written
+        atomically so that a kill while writing leaves the previous file or none, never half of one."""
+        text = json.dumps(strict_json(summary), indent=2, sort_keys=True, allow_nan=False)
+        atomic_write(self.run_dir / "summary.json", text.encode())
 
     def close(self) -> None:
+        if self._line_every and self._step > self._line_bucket * self._line_every:  # where it ended, if not shown
+            self._print_line(self._step, self._sps(self._step))
         self._bar.close()
         self.writer.flush()
         self.writer.close()

@@ -13,12 +13,14 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 
 from crl.errors import UserError
+from crl.options import option
 from crl.registry import OPTIMIZERS
 
 __all__ = [
@@ -442,14 +444,23 @@ def _excluded(name: str, exclude: frozenset[str]) -> bool:
     return name in exclude or any(name.startswith(e + ".") for e in exclude)
 
 
-@OPTIMIZERS.register("adam", "Adam (torch.optim.Adam); weight decay is coupled L2")
+@dataclass
+class AdamOptions:
+    """Settings of the Adam family (also NorMuon's AdamW side)."""
+
+    adam_eps: float = option(1.5e-4, "Adam epsilon", check="non_negative")
+    fused_optimizer: bool = option(True, "Adam/AdamW: PyTorch's fused kernel, one for all parameters (same update "
+                                         "rule)")
+
+
+@OPTIMIZERS.register("adam", "Adam (torch.optim.Adam); weight decay is coupled L2", options=AdamOptions)
 def _build_adam(named, *, lr, eps, weight_decay, muon_exclude, betas=(0.9, 0.999), amsgrad=False):
     return torch.optim.Adam(
         _params(named), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
     )
 
 
-@OPTIMIZERS.register("adamw", "AdamW (torch.optim.AdamW); decoupled weight decay")
+@OPTIMIZERS.register("adamw", "AdamW (torch.optim.AdamW); decoupled weight decay", options=AdamOptions)
 def _build_adamw(named, *, lr, eps, weight_decay, muon_exclude, betas=(0.9, 0.999), amsgrad=False):
     return torch.optim.AdamW(
         _params(named), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
@@ -470,7 +481,8 @@ def _build_sgd(named, *, lr, eps, weight_decay, muon_exclude, momentum=0.0, damp
     )
 
 
-@OPTIMIZERS.register("adamp", "AdamP (Heo et al. 2021): Adam that projects out radial updates of scale-invariant weights")
+@OPTIMIZERS.register("adamp", "AdamP (Heo et al. 2021): Adam that projects out radial updates of scale-invariant weights",
+                     options=AdamOptions)
 def _build_adamp(
     named, *, lr, eps, weight_decay, muon_exclude, betas=(0.9, 0.999), delta=0.1, wd_ratio=0.1, nesterov=False
 ):
@@ -486,7 +498,8 @@ def _build_adamp(
     )
 
 
-@OPTIMIZERS.register("normuon", "NorMuon (Li et al. 2025) on hidden matrices + AdamW (aux_lr) on the rest")
+@OPTIMIZERS.register("normuon", "NorMuon (Li et al. 2025) on hidden matrices + AdamW (aux_lr) on the rest",
+                     options=AdamOptions)
 def _build_normuon(
     named,
     *,

@@ -1,8 +1,9 @@
 """Name -> factory tables for everything a user can pick by name.
 
 A new agent, torso, norm, head, scenario or intervention is one ``@REGISTRY.register``
-entry in the file that defines it. Built-in entries live in the packages ``crl.nn``,
-``crl.interventions``, ``agents`` and ``scenarios``; :func:`load_builtins` imports them.
+entry in the file that defines it; ``options=SomeOptions`` names the dataclass of its options
+(:mod:`crl.options`). Built-in entries live in the packages ``crl.nn``, ``crl.interventions``,
+``crl.optim``, ``crl.metrics``, ``agents`` and ``scenarios``; :func:`load_builtins` imports them.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from crl.errors import UserError
+from crl import options as opts
+from crl.errors import UserError, did_you_mean
 
 
 @dataclass
@@ -20,6 +22,7 @@ class Entry:
     factory: Callable[..., Any]
     help: str
     meta: dict[str, Any] = field(default_factory=dict)
+    options: tuple[type, ...] = ()  # dataclasses of its options (crl/options.py)
 
 
 class Registry:
@@ -27,16 +30,20 @@ class Registry:
 
     def __init__(self, kind: str, option: str):
         self.kind = kind  # e.g. "norm"
-        self.option = option  # the CLI flag that picks from it, e.g. "--norm"
+        self.option = option  # how the CLI picks from it, e.g. "--norm"
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, help: str, **meta: Any) -> Callable:
-        """Decorator: ``@NORMS.register("layernorm", "LayerNorm over features")``."""
+    def register(self, name: str, help: str, options: type | tuple[type, ...] = (), **meta: Any) -> Callable:
+        """Decorator: ``@NORMS.register("layernorm", "LayerNorm over features")``; ``options``: the
+        dataclass(es) of the entry's options, shared with other entries when they are the same class."""
+        classes = options if isinstance(options, tuple) else (options,)
 
         def deco(factory: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' registered twice")
-            self._entries[name] = Entry(name, factory, help, dict(meta))
+            for cls in classes:
+                opts.declare_for(cls, self.kind, name)
+            self._entries[name] = Entry(name, factory, help, dict(meta), classes)
             return factory
 
         return deco
@@ -57,7 +64,8 @@ class Registry:
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self.names(), n=len(self._entries), cutoff=0.0)
-        return f"{self.option}: unknown {self.kind} '{name}'; accepted: {', '.join(close)}"
+        hint = did_you_mean(name, self.names()) or ";"
+        return f"{self.option}: unknown {self.kind} '{name}'{hint} accepted: {', '.join(close)}"
 
     def help_lines(self) -> str:
         width = max((len(n) for n in self._entries), default=0)
@@ -68,11 +76,11 @@ AGENTS = Registry("agent", "--agent")
 TORSOS = Registry("torso", "--torso")
 NORMS = Registry("norm", "--norm")
 HEADS = Registry("head", "--head")
-SCENARIOS = Registry("scenario", "--scenario")
+SCENARIOS = Registry("scenario", "crl run")
 INTERVENTIONS = Registry("intervention", "--intervention")
 OPTIMIZERS = Registry("optimizer", "--optimizer")
 
-_BUILTIN_MODULES = ("crl.nn", "crl.interventions", "crl.optim", "agents", "scenarios")
+_BUILTIN_MODULES = ("crl.nn", "crl.interventions", "crl.optim", "crl.metrics.hooks", "agents", "scenarios")
 
 
 def load_builtins() -> None:

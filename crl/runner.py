@@ -59,7 +59,9 @@ class Runner:
     """Drives one run of ``learner`` over ``scenario``; see the module docstring."""
 
     def __init__(self, cfg: Config, scenario: Scenario, learner, hooks: HookList, run_dir: Path,
-                 resume: bool = False):
+                 resume: bool | dict[str, Any] = False):
+        """``resume``: True restores the newest checkpoint of ``run_dir``; a dict is that checkpoint's
+        state, already loaded (``crl.api.resume`` reads it first to decide what to do)."""
         self.config, self.scenario, self.learner, self.hooks = cfg, scenario, learner, hooks
         self.run_dir = Path(run_dir)
         self.stream = scenario.stream()
@@ -75,7 +77,7 @@ class Runner:
         hooks.run = self
         learner.run = self
         if resume:
-            self._restore(load_latest_checkpoint(self.run_dir))
+            self._restore(resume if isinstance(resume, dict) else load_latest_checkpoint(self.run_dir))
         self.logger = RunLogger(self.run_dir, cfg, total_steps=self.total_steps, start_step=self.global_step)
 
     # ---------------------------------------------------------------- budget helpers
@@ -212,3 +214,7 @@ class Runner:
         self.hooks.load_state_dict(state["hooks"])
         _set_rng_state(state["rng"])
         self.resumed = True
+        if self.task_index == len(self.stream) == 1 and self.budget(self.stream[0]) > self.global_step:
+            # A finished single-task run given a larger --steps (crl.api.resume): back into its task,
+            # which has had all the steps so far; on_task_start is not called again.
+            self.task_index, self.step_in_task = 0, self.global_step

@@ -4,21 +4,26 @@ A user-defined scenario is a short Python file::
 
     import crl
 
-    @crl.register_scenario("two-cartpoles", "CartPole, then CartPole with longer poles")
+    @crl.register_scenario("two-cartpoles", "CartPole, then CartPole cut at 200 steps", kind="rl")
     def two_cartpoles(cfg):
         return crl.Scenario("two-cartpoles", [
-            crl.RLTask("short", crl.gym_env_factory("CartPole-v1")),
-            crl.RLTask("long", crl.gym_env_factory("CartPole-v1", length=1.0)),
+            crl.RLTask("cartpole500", crl.gym_env_factory("CartPole-v1")),
+            crl.RLTask("cartpole200", crl.gym_env_factory("CartPole-v1", max_episode_steps=200)),
         ])
 
 and runs with ``crl run path/to/file.py --agent dqn-hlgauss``.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from crl.errors import UserError
+from crl.options import option
 from crl.registry import SCENARIOS
 
 # (num_envs, seed) -> a gymnasium VectorEnv (or ale_py.AtariVectorEnv) with NEXT_STEP autoreset.
@@ -27,7 +32,35 @@ EnvFactory = Callable[[int, int], Any]
 
 @dataclass
 class RLTask:
-    """One RL task: a vector-env factory and an optional step budget (else ``--steps``)."""
+    """One RL task: a vector-env factory and an optional step budget (else ``--steps``).
+
+    ``make_env(num_envs, seed)`` returns a new vector env of ``num_envs`` copies of the task's
+    environment (a gymnasium ``VectorEnv`` or an ``ale_py.AtariVectorEnv``; ``crl.gym_env_factory``
+    makes one). It must use NEXT_STEP autoreset (the step after an episode end returns the reset
+    observation): the DQN learner assumes it and does not check it. The tasks of a scenario must
+    share the observation shape and the number of (discrete) actions; the DQN learner checks that
+    when it is built.
+
+    Who seeds the env: the learner, not the factory. The DQN learner (``agents/dqn.py``) calls
+    ``env = make_env(n, s)`` and then ``env.reset(seed=s)`` with the same ``s``; an integer seed
+    seeds sub-env ``k`` with ``s + k`` (gymnasium's and ale-py's rule). After that first reset it
+    passes no seed: later episodes continue each sub-env's own random stream. The built-in factories
+    (``crl.gym_env_factory``, ``scenarios/atari.py``, ``scenarios/sequential_atari.py``) ignore
+    ``seed`` for this reason. The values the DQN learner uses:
+
+    * training, stream position ``i`` (cycles unrolled): ``n = --num-envs``,
+      ``s = --seed + 10007 * i``; a new env at each task switch, and again at a resume when the
+      env could not be pickled into the checkpoint (e.g. ale-py's C++ vector env; its episodes then
+      restart from the same ``s``);
+    * evaluation: a new env per task and evaluation sweep, ``n = --eval-episodes`` (one episode per
+      sub-env), ``s = --seed * 1000003 + 7919 * eval_index + 1`` with ``eval_index = sweep *
+      len(tasks) + task position``, closed afterwards; so every evaluation gets new seeds;
+    * reading the spaces when the learner is built: ``make_env(1, --seed)``, never reset, closed.
+
+    Random actions come from the learner's own generators (training: seeded from ``--seed``;
+    evaluation: from ``s``), never from ``action_space.sample()``, so the env's action space needs
+    no seed.
+    """
 
     name: str
     make_env: EnvFactory
@@ -94,7 +127,7 @@ class Scenario:
 
 
 def register_scenario(name: str, help: str = "user-defined scenario", **meta):
-    """Decorator registering ``fn(cfg) -> Scenario`` under ``name`` (``--scenario name``).
+    """Decorator registering ``fn(cfg) -> Scenario`` under ``name`` (``crl run name``).
 
     ``kind="supervised"`` (or ``"rl"``) lets ``crl run NAME`` pick the matching preset without building it."""
     return SCENARIOS.register(name, help, **meta)
@@ -106,3 +139,57 @@ def build_scenario(name: str, cfg) -> Scenario:
         raise UserError(f"--scenario: '{name}' returned {type(scenario).__name__}, expected crl.Scenario")
     scenario.validate()
     return scenario
+
+
+# ------------------------------------------------------------------------------ user scenario files
+
+USER_MODULE_PREFIX = "crl_user_scenario_"
+_USER_FILES: set[str] = set()  # resolved paths of the scenario files imported by crl.api.load_scenario_file
+
+
+def user_module_name(path) -> str:
+    """The module name a scenario file is imported under: the same in every process for the same file
+    (a digest of its resolved path; ``hash()`` of a str changes per process), because a checkpoint
+    pickles the env, and a wrapper class or function of the file in it, by that module name."""
+    resolved = str(Path(path).resolve())
+    _USER_FILES.add(resolved)
+    return USER_MODULE_PREFIX + hashlib.sha256(resolved.encode()).hexdigest()[:16]
+
+
+def user_frame(err: BaseException) -> tuple[str, int] | None:
+    """(file, line) of the innermost frame of ``err``'s traceback inside a user's scenario file, or None."""
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if str(Path(frame.filename).resolve()) in _USER_FILES:
+            return frame.filename, frame.lineno
+    return None
+
+
+def user_error_line(err: BaseException, frame: tuple[str, int]) -> str:
+    message = (str(err).strip().splitlines() or [""])[0]
+    return f"scenario file {frame[0]} (line {frame[1]}): {type(err).__name__}" + (f": {message}" if message else "")
+
+
+@contextlib.contextmanager
+def user_code_errors() -> Iterator[None]:
+    """Report an exception raised by code of a user's scenario file (the scenario function, a
+    ``make_env``, an env wrapper) as one :class:`UserError` line naming that file and line; any
+    other exception is crl's own bug and keeps its traceback."""
+    from crl.reliability import NumericalError
+
+    try:
+        yield
+    except (UserError, NumericalError):
+        raise
+    except Exception as err:  # noqa: BLE001  (re-raised unless the user's file raised it)
+        frame = user_frame(err)
+        if frame is None:
+            raise
+        raise UserError(user_error_line(err, frame)) from None
+
+
+@dataclass
+class CycleOptions:
+    """Repetition of a scenario's task sequence."""
+
+    cycles: int = option(1, "times the whole task sequence is repeated (sequential-atari, split and plasticity "
+                            "scenarios)", check="positive")

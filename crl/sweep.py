@@ -48,14 +48,14 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
 
 import yaml
 
-from crl.config import Config, adapt_to_budget, coerce, validate
+from crl.config import Config, RunOptions, adapt_to_budget, coerce, validate
 from crl.errors import UserError
 
 RESERVED = ("name", "resume", "run_dir", "scenario")  # set by the sweep or the base command, not gridded
@@ -70,7 +70,11 @@ INSTALL_RAY = ("crl sweep --backend ray needs Ray Tune, an optional extra: pip i
 
 def _field(key: str, source: str) -> dataclasses.Field:
     name = key.strip().lstrip("-").replace("-", "_")
-    by_name = {f.name: f for f in fields(Config)}
+    from crl.options import option_fields
+    from crl.registry import load_builtins
+
+    load_builtins()
+    by_name = option_fields()
     if name not in by_name:
         import difflib
 
@@ -189,7 +193,7 @@ def _strip_run_dir(base: list[str]) -> list[str]:
 
 
 def _base_command(base: Sequence[str]) -> tuple[list[str], argparse.Namespace]:
-    from crl.cli import build_parser
+    from crl.flags import parse_args
 
     base = list(base)
     if base and base[0] == "--":
@@ -200,20 +204,20 @@ def _base_command(base: Sequence[str]) -> tuple[list[str], argparse.Namespace]:
         raise UserError(f"crl sweep: the base command must be one of {', '.join(BASE_COMMANDS)}, got '{base[0]}' "
                         "(e.g. crl sweep --grid seed=0,1 -- gym --steps 20000)")
     try:
-        ns = build_parser().parse_args(base)
+        ns = parse_args(base)
     except UserError as err:
         raise UserError(f"crl sweep: base command: {err}") from None
     for reserved in ("name", "resume"):
         if getattr(ns, reserved, None) is not None:
             raise UserError(f"crl sweep: base command: --{reserved} is set by the sweep for each trial; remove it")
-    run_root = Path(ns.run_dir if ns.run_dir is not None else Config.run_dir).expanduser().resolve()
+    run_root = Path(ns.run_dir if ns.run_dir is not None else RunOptions.run_dir).expanduser().resolve()
     return [*_strip_run_dir(base), f"--run-dir={run_root}"], ns
 
 
 def plan(base: Sequence[str], grid: dict[str, list]) -> list[Trial]:
     """Every combination as a checked :class:`Trial` with its status on disk; raises UserError before anything runs."""
     from crl import api
-    from crl.cli import build_parser, config_from_args
+    from crl.flags import config_from_args, parse_args
     from crl.registry import load_builtins
 
     load_builtins()
@@ -228,7 +232,7 @@ def plan(base: Sequence[str], grid: dict[str, list]) -> list[Trial]:
         name = trial_name(values)
         argv = [*base_argv, *(tok for k, v in values.items() for tok in _flag(k, v)), "--name", name]
         try:
-            cfg, explicit = config_from_args(build_parser().parse_args(argv))
+            cfg, explicit = config_from_args(parse_args(argv))
             adapt_to_budget(cfg, explicit)
             validate(cfg)
             api.check_names(cfg)
@@ -265,7 +269,7 @@ def _locate(trial: Trial) -> None:
             saved = yaml.safe_load((d / "config.yaml").read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             saved = None
-        expected = dataclasses.asdict(cfg)
+        expected = cfg.to_dict()
         # Fields missing there (written by an older crl) take their defaults on resume: not a difference.
         diff = ([k for k in expected if k not in IGNORED_IN_CONFIG_CHECK and k in saved and saved[k] != expected[k]]
                 if isinstance(saved, dict) else ["config.yaml unreadable"])
@@ -326,7 +330,7 @@ def _prepare_to_run(trial: Trial) -> None:
 
 def run_local(trials: list[Trial]) -> int | None:
     """One trial after another in this process; returns an exit code when a signal stopped the sweep."""
-    from crl.cli import main
+    from crl.run_command import main
 
     todo = [t for t in trials if t.status in ("new", "resume", "restart")]
     for i, t in enumerate(todo, 1):

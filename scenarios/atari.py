@@ -8,10 +8,30 @@ agent clips rewards for learning, so real game scores are logged.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 from crl.errors import UserError
+from crl.options import option
 from crl.scenario import RLTask, Scenario, register_scenario
+
+
+@dataclass
+class AtariOptions:
+    """The Atari emulator protocol (Machado et al. 2018)."""
+
+    sticky_actions: float = option(0.25, "repeat_action_probability per emulator frame (Machado et al. 2018)",
+                                         check="unit")
+    max_episode_frames: int = option(108_000, "Atari episode cap in frames (truncation, bootstrapped)",
+                                              check="positive")
+
+
+@dataclass
+class AtariGameOptions:
+    """The game of `crl atari`."""
+
+    game: str = option("breakout", "Atari game (ale-py ROM id, e.g. breakout, pong, ms_pacman)")
+    full_action_space: bool = option(False, "use all 18 Atari actions")
 
 
 def atari_games() -> list[str]:
@@ -50,7 +70,8 @@ def atari_task(game: str, cfg, steps: int | None = None) -> RLTask:
                         "full_action_space": cfg.full_action_space, "episodic_life": False})
 
 
-@register_scenario("atari", "one Atari game (--game), Machado et al. protocol, sticky actions 0.25")
+@register_scenario("atari", "one Atari game (--game), Machado et al. protocol, sticky actions 0.25",
+                   options=(AtariGameOptions, AtariOptions))
 def atari(cfg) -> Scenario:
     return Scenario("atari", [atari_task(cfg.game, cfg)])
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from crl.errors import UserError
+from crl.options import option
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 
@@ -124,6 +125,17 @@ class ArrayDataset(torch.utils.data.Dataset):
         index = torch.as_tensor(index, dtype=torch.long)
         return ArrayDataset(self.x[index], self.y[index] if y is None else y,
                             self.transform if transform is ... else transform)
+
+
+@dataclass
+class DataOptions:
+    """Where a supervised scenario's data comes from, and how it is split."""
+
+    data_dir: str = option("data", "where datasets that cannot be downloaded (CIFAR, MNIST) are read from")
+    n_tasks: int = option(0, "tasks (experiences) of split, permuted and plasticity scenarios; 0 = the scenario "
+                             "default", check="non_negative")
+    max_train_samples: int = option(0, "use a fixed subset of this many training samples of the dataset (0 = all)",
+                                       check="non_negative")
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """Any gymnasium env with discrete actions and vector observations (``crl gym --env-id``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gymnasium as gym
 
 from crl.envs import gym_env_factory
 from crl.errors import UserError
+from crl.options import option
 from crl.scenario import RLTask, Scenario, register_scenario
 
 
@@ -24,7 +27,14 @@ def check_gym_env(env_id: str) -> None:
         spec_env.close()
 
 
-@register_scenario("gym", "one gymnasium env (--env-id) with discrete actions")
+@dataclass
+class GymOptions:
+    """The env of `crl gym`."""
+
+    env_id: str = option("CartPole-v1", "gymnasium id for `crl gym` (discrete actions, vector observations)")
+
+
+@register_scenario("gym", "one gymnasium env (--env-id) with discrete actions", options=GymOptions)
 def gym_scenario(cfg) -> Scenario:
     check_gym_env(cfg.env_id)
     return Scenario("gym", [RLTask(cfg.env_id, gym_env_factory(cfg.env_id), info={"env_id": cfg.env_id})])

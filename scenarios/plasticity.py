@@ -22,12 +22,32 @@ sets each relabelled task's budget to K updates (else ``--epochs`` passes).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from crl.errors import UserError
-from crl.scenario import Scenario, SupervisedTask, register_scenario
-from scenarios.datasets import ArrayDataset, load_dataset
+from crl.options import option
+from crl.scenario import CycleOptions, Scenario, SupervisedTask, register_scenario
+from scenarios.datasets import ArrayDataset, DataOptions, load_dataset
 from scenarios.split import permuted_tasks
+
+
+@dataclass
+class PlasticityOptions:
+    """The offline plasticity benchmarks' dataset and task changes."""
+
+    dataset: str = option("digits", "dataset of the plasticity scenarios: digits (scikit-learn, offline), mnist, "
+                                    "cifar10, cifar100 (read from --data-dir)",
+                                    choices=("digits", "mnist", "cifar10", "cifar100"))
+    label_shuffle_eps: float = option(0.2, "label-shuffle: fraction of labels re-drawn at each task", check="unit")
+    relabel_every: int = option(0, "random-labels / label-shuffle: updates per task, i.e. labels re-drawn every K "
+                                   "updates (0 = use --epochs)", check="non_negative")
+    warm_start_fraction: float = option(0.5, "warm-start: fraction of the training data of the first task",
+                                             check="unit")
+
+
+OPTIONS = (DataOptions, PlasticityOptions, CycleOptions)
 
 
 def _relabelled(ds, y: torch.Tensor) -> ArrayDataset:
@@ -41,7 +61,8 @@ def _steps(cfg) -> int | None:
 
 
 @register_scenario("random-labels", "same inputs, new random labels every task (--relabel-every K updates or "
-                                    "--epochs); trainability on --dataset", kind="supervised")
+                                    "--epochs); trainability on --dataset", kind="supervised",
+                   options=OPTIONS)
 def random_labels(cfg) -> Scenario:
     ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.max_train_samples)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -55,7 +76,8 @@ def random_labels(cfg) -> Scenario:
 
 
 @register_scenario("label-shuffle", "true labels, then a fraction --label-shuffle-eps of them re-drawn at every "
-                                    "task; trainability on --dataset", kind="supervised")
+                                    "task; trainability on --dataset", kind="supervised",
+                   options=OPTIONS)
 def label_shuffle(cfg) -> Scenario:
     eps = cfg.label_shuffle_eps
     if not 0.0 <= eps <= 1.0:
@@ -78,7 +100,8 @@ def label_shuffle(cfg) -> Scenario:
 
 
 @register_scenario("pixel-permute", "original inputs, then a new pixel permutation every task; all classes of "
-                                    "--dataset", kind="supervised")
+                                    "--dataset", kind="supervised",
+                   options=OPTIONS)
 def pixel_permute(cfg) -> Scenario:
     ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.max_train_samples)
     return Scenario("pixel-permute", permuted_tasks(ds, cfg.n_tasks or 10, cfg.seed, keep_first=True),
@@ -86,7 +109,8 @@ def pixel_permute(cfg) -> Scenario:
 
 
 @register_scenario("warm-start", "train on --warm-start-fraction of --dataset, then on all of it "
-                                 "(Ash & Adams 2020)", kind="supervised")
+                                 "(Ash & Adams 2020)", kind="supervised",
+                   options=OPTIONS)
 def warm_start(cfg) -> Scenario:
     frac = cfg.warm_start_fraction
     if not 0.0 < frac < 1.0:

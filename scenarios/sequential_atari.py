@@ -32,14 +32,16 @@ error naming the ones the game offers.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from functools import partial
 
 import gymnasium as gym
 import numpy as np
 
 from crl.errors import UserError
-from crl.scenario import RLTask, Scenario, register_scenario
-from scenarios.atari import check_game, make_atari_env
+from crl.options import option
+from crl.scenario import CycleOptions, RLTask, Scenario, register_scenario
+from scenarios.atari import AtariOptions, check_game, make_atari_env
 
 CORA_GAMES = ("space_invaders", "krull", "beam_rider", "hero", "star_gunner", "ms_pacman")
 MINI_CORA_GAMES = ("space_invaders", "beam_rider", "ms_pacman")
@@ -188,20 +190,30 @@ def atari_sequence(name: str, games: list[tuple[str, int | None, int | None]], c
     return Scenario(name, tasks, cycles=cfg.cycles)
 
 
+@dataclass
+class SequentialAtariOptions:
+    """The games of a sequential Atari scenario."""
+
+    games: str = option("", "sequential-atari: comma-separated games, each 'game[:mode[:difficulty]]' (ALE modes and "
+                            "difficulties as tasks); empty = the 6 games of CORA")
+
+
 @register_scenario("sequential-atari", "Atari games in sequence (--games game[:mode[:difficulty]],...; default the "
-                                       "6 CORA games), --steps each, --cycles, full action space", kind="rl", preset="atari")
+                                       "6 CORA games), --steps each, --cycles, full action space", kind="rl", preset="atari",
+                   options=(SequentialAtariOptions, AtariOptions, CycleOptions))
 def sequential_atari(cfg) -> Scenario:
     games = parse_games(cfg.games) if cfg.games.strip() else [(g, None, None) for g in CORA_GAMES]
     return atari_sequence("sequential-atari", games, cfg)
 
 
 @register_scenario("cora-atari", "CORA's 6-game Atari sequence (SpaceInvaders, Krull, BeamRider, Hero, StarGunner, "
-                                 "MsPacman), full action space; --cycles 5 for CORA", kind="rl", preset="atari")
+                                 "MsPacman), full action space; --cycles 5 for CORA", kind="rl", preset="atari",
+                   options=(AtariOptions, CycleOptions))
 def cora_atari(cfg) -> Scenario:
     return atari_sequence("cora-atari", [(g, None, None) for g in CORA_GAMES], cfg)
 
 
 @register_scenario("mini-cora-atari", "CORA's 3-game sequence (SpaceInvaders, BeamRider, MsPacman), full action "
-                                      "space", kind="rl", preset="atari")
+                                      "space", kind="rl", preset="atari", options=(AtariOptions, CycleOptions))
 def mini_cora_atari(cfg) -> Scenario:
     return atari_sequence("mini-cora-atari", [(g, None, None) for g in MINI_CORA_GAMES], cfg)

@@ -24,11 +24,14 @@ it per sample, 3x slower on tiny data, notes 4). ``--max-train-samples 10000`` g
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from crl.errors import UserError
-from crl.scenario import Scenario, SupervisedTask, register_scenario
-from scenarios.datasets import ArrayDataset, Dataset, PixelPermute, load_dataset
+from crl.options import option
+from crl.scenario import CycleOptions, Scenario, SupervisedTask, register_scenario
+from scenarios.datasets import ArrayDataset, DataOptions, Dataset, PixelPermute, load_dataset
 
 
 def class_order(num_classes: int, seed: int, shuffle: bool) -> list[int]:
@@ -58,6 +61,13 @@ def split_tasks(ds: Dataset, n_tasks: int, seed: int, shuffle: bool, option: str
     return tasks
 
 
+@dataclass
+class SplitOptions:
+    """Class order of the split scenarios."""
+
+    shuffle_classes: bool = option(True, "split scenarios: class order shuffled by --seed (else 0, 1, 2, ...)")
+
+
 def _split(name: str, dataset: str, default_tasks: int):
     def build(cfg) -> Scenario:
         ds = load_dataset(dataset, cfg.data_dir, cfg.max_train_samples)
@@ -73,7 +83,8 @@ for _name, _ds, _n, _help in (
     ("split-mnist", "mnist", 5, "Split MNIST: 5 tasks x 2 classes (IDX files in --data-dir/MNIST/raw)"),
     ("split-digits", "digits", 5, "Split digits: 5 tasks x 2 classes of scikit-learn's 8x8 digits (offline)"),
 ):
-    register_scenario(_name, _help, kind="supervised")(_split(_name, _ds, _n))
+    register_scenario(_name, _help, kind="supervised", options=(DataOptions, SplitOptions, CycleOptions))(
+        _split(_name, _ds, _n))
 
 
 def permuted_tasks(ds: Dataset, n_tasks: int, seed: int, keep_first: bool = False,
@@ -98,7 +109,8 @@ def permuted_tasks(ds: Dataset, n_tasks: int, seed: int, keep_first: bool = Fals
 
 
 @register_scenario("permuted-mnist", "Permuted MNIST: --n-tasks (10) tasks, a new pixel permutation each, all "
-                                     "classes (IDX files in --data-dir/MNIST/raw)", kind="supervised")
+                                     "classes (IDX files in --data-dir/MNIST/raw)", kind="supervised",
+                   options=(DataOptions, CycleOptions))
 def permuted_mnist(cfg) -> Scenario:
     ds = load_dataset("mnist", cfg.data_dir, cfg.max_train_samples)
     return Scenario("permuted-mnist", permuted_tasks(ds, cfg.n_tasks or 10, cfg.seed), cycles=cfg.cycles)

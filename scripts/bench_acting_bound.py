@@ -38,7 +38,7 @@ def _network(num_actions: int) -> torch.nn.Module:
     import agents.dqn  # noqa: F401  (registers the heads)
 
     cfg = make_config("atari")
-    head = HEADS.get("scalar-huber")(cfg.num_bins, cfg.v_min, cfg.v_max, cfg.sigma_ratio)
+    head = HEADS.get("scalar-huber")(cfg)
     net = build_network(cfg, (4, 84, 84), num_actions, head).eval()
     return net.to(memory_format=torch.channels_last)
 

@@ -11,8 +11,8 @@ from scipy.stats import trim_mean
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from crl.cli import main
-from crl.compare import (bootstrap_band, compare, curves_on_grid, final_summary, find_runs, group_runs, read_run,
-                         select_tags, stratified_bootstrap_ci, tag_filename)
+from crl.compare import (FEW_RUNS_NOTE, bootstrap_band, compare, curves_on_grid, final_summary, find_runs, group_runs,
+                         read_run, select_tags, split_by_coverage, stratified_bootstrap_ci, tag_filename)
 from crl.config import make_config
 from crl.errors import UserError
 from crl.logging import RunLogger
@@ -54,13 +54,13 @@ def test_compare_real_runs_writes_plots_and_tables_equal_to_the_logs(real_runs, 
     out = tmp_path / "cmp"
     tags = ["eval/CartPole-v1/score", "plasticity/srank_0.01", "forgetting/*"]
     assert main(["compare", str(real_runs / "gym" / "*" / "seed*"), "--out", str(out), "--tags", *tags]) == 0
-    assert "compared 2 runs in 1 group(s)" in capsys.readouterr().out
-    chosen = ["eval/CartPole-v1/score", "plasticity/srank_0.01", "forgetting/avg_final", "forgetting/avg_forgetting",
-              "forgetting/avg_seen", "forgetting/bwt", "forgetting/first_minus_last", "forgetting/fwt",
-              "forgetting/max_minus_last", "forgetting/num_tasks"]
+    printed = capsys.readouterr().out
+    assert "compared 2 runs in 1 group(s), 2 tag(s)" in printed
+    chosen = ["eval/CartPole-v1/score", "plasticity/srank_0.01"]  # CartPole is one task: forgetting/* left out
     for tag in chosen:
         png = out / tag_filename(tag)
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5_000, tag
+    assert not list(out.glob("forgetting__*.png"))
 
     per_run = rows_of(out / "runs.csv")
     assert len(per_run) == 2 * len(chosen)
@@ -70,19 +70,24 @@ def test_compare_real_runs_writes_plots_and_tables_equal_to_the_logs(real_runs, 
         last = acc.Scalars(row["tag"])[-1]
         assert (int(row["step"]), float(row["value"])) == (last.step, last.value)  # what was logged, bit for bit
     table = {r["tag"]: r for r in rows_of(out / "final_values.csv")}
+    assert set(table) == set(chosen)
     for tag in chosen:
         finals = [float(r["value"]) for r in per_run if r["tag"] == tag]
         assert table[tag]["statistic"] == "mean" and table[tag]["n_runs"] == "2"
         assert float(table[tag]["value"]) == pytest.approx(np.mean(finals))
         assert float(table[tag]["ci_low"]) <= float(table[tag]["value"]) <= float(table[tag]["ci_high"])
     md = (out / "final_values.md").read_text()
-    assert "| `eval/CartPole-v1/score` | 2 | mean |" in md
+    assert "| `eval/CartPole-v1/score` | 2 | mean [a] |" in md and FEW_RUNS_NOTE in md  # 2 runs: flagged
+    assert "left out 8 forgetting/* tag(s) for every group: every run saw a single task" in md
+    assert "restarts" not in md and "ends inside a record" not in md and "end at different steps" not in md
+    assert printed.endswith(md)  # the table is printed at the end, as written
 
 
 def test_compare_default_tags_and_folder_above_runs(real_runs):
     runs = [read_run(p) for p in find_runs([str(real_runs)])]
     assert len(runs) == 2
-    tags = select_tags(runs, None)
+    tags, notes = select_tags(runs, None)
+    assert notes == []  # both runs have every default tag
     assert {"eval/CartPole-v1/score", "forgetting/avg_final", "plasticity/effective_rank"} <= set(tags)
     assert not any(t.startswith("plasticity/torso") for t in tags)  # per-layer tags only on request
 
@@ -150,7 +155,11 @@ def test_curves_are_interpolated_inside_each_runs_range(tmp_path):
     assert values[1, :2].tolist() == [2.0, 2.0] and np.isnan(values[1, 2])
     mean, lo, hi = bootstrap_band(values, resamples=200)
     assert mean.tolist() == [1.0, 3.5, 10.0]
-    assert lo[2] == hi[2] == 10.0 and lo[0] == 0.0 and hi[0] == 2.0
+    assert np.isnan(lo[2]) and np.isnan(hi[2])  # one run at step 10: no band there
+    assert lo[0] == 0.0 and hi[0] == 2.0
+    solid, dashed = split_by_coverage(mean, (~np.isnan(values)).sum(axis=0), 2)
+    assert solid[:2].tolist() == [1.0, 3.5] and np.isnan(solid[2])  # both runs up to step 5
+    assert np.isnan(dashed[0]) and dashed[1:].tolist() == [3.5, 10.0]  # one run after: dashed, joined at 5
     assert len(group_runs(runs)) == 1  # configs differ only by seed
 
 
@@ -165,7 +174,11 @@ def test_stratified_bootstrap_resamples_within_each_task():
     assert point == 2.5 and 1.0 <= lo < 2.5 < hi <= 4.0
 
 
-def test_final_summary_single_run_and_bad_input():
-    assert final_summary([7.0]) == {"statistic": "mean", "value": 7.0, "ci_low": 7.0, "ci_high": 7.0, "n": 1}
+def test_final_summary_single_run_has_no_interval_and_bad_input():
+    s = final_summary([7.0])
+    assert (s["statistic"], s["value"], s["n"]) == ("mean", 7.0, 1)
+    assert np.isnan(s["ci_low"]) and np.isnan(s["ci_high"])
+    mean, lo, hi = bootstrap_band(np.array([[1.0, 2.0]]))
+    assert mean.tolist() == [1.0, 2.0] and np.isnan(lo).all() and np.isnan(hi).all()
     with pytest.raises(UserError):
         stratified_bootstrap_ci([], np.mean)

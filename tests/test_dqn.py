@@ -77,11 +77,11 @@ def test_resume_reproduces_uninterrupted_run(run_root):
 
     # The same run, stopped right after its step-600 checkpoint (as if killed), then resumed.
     from crl import api
-    from crl.cli import build_parser, config_from_args
+    from crl.flags import config_from_args, parse_args
     from crl.config import adapt_to_budget
     from crl.runner import Runner
 
-    cfg, explicit = config_from_args(build_parser().parse_args([*common, "--name", "part"]))
+    cfg, explicit = config_from_args(parse_args([*common, "--name", "part"]))
     adapt_to_budget(cfg, explicit)  # as the CLI does
     scenario, learner, hooks = api.prepare(cfg)
     runner = Runner(cfg, scenario, learner, hooks, api.run_directory(cfg, scenario))

@@ -21,7 +21,7 @@ from pathlib import Path
 import gymnasium as gym
 
 from crl.cli import main
-from crl.config import Config
+from crl.options import option_fields
 from crl.registry import AGENTS, INTERVENTIONS, NORMS, OPTIMIZERS, TORSOS, load_builtins
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,8 @@ POSITIVE_FLOAT = ("lr", "sigma_ratio", "meta_lr")
 UNIT = ("gamma", "sticky_actions", "eps_start", "eps_end", "eval_eps", "label_shuffle_eps", "warm_start_fraction")
 REGISTRY_FIELDS = {"agent": AGENTS, "torso": TORSOS, "norm": NORMS, "optimizer": OPTIMIZERS,
                    "intervention": INTERVENTIONS}
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+load_builtins()
+FIELDS = option_fields()
 
 
 def _flag(name: str) -> str:
@@ -316,10 +317,10 @@ def test_fuzz_case_end_to_end_in_a_real_process(tmp_path):
 
 def test_config_file_gives_defaults_and_flags_win(tmp_path):
     """The valid side of ``--config``: a run's config.yaml (or a few fields) as defaults."""
-    from crl.cli import build_parser, config_from_args
+    from crl.flags import config_from_args, parse_args
 
     path = tmp_path / "c.yaml"
     path.write_text("steps: 1234\nlr: 0.01\nnorm: layernorm\ndouble_dqn: false\nscenario: gym\n")
-    cfg, explicit = config_from_args(build_parser().parse_args(["gym", "--config", str(path), "--lr", "0.5"]))
+    cfg, explicit = config_from_args(parse_args(["gym", "--config", str(path), "--lr", "0.5"]))
     assert (cfg.steps, cfg.lr, cfg.norm, cfg.double_dqn, cfg.torso) == (1234, 0.5, "layernorm", False, "mlp")
     assert {"steps", "lr", "norm", "double_dqn"} <= explicit  # not shrunk by adapt_to_budget

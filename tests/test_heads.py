@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from crl.config import make_config
 from crl.errors import UserError
 from crl.nn.heads import (
     C51Head,
@@ -371,17 +372,17 @@ def test_shape_mismatch_raises():
     ("c51", 51, C51Head),
 ])
 def test_registry_builds_heads(name, k, cls):
-    head = HEADS.get(name)(num_bins=51, v_min=-10.0, v_max=10.0, sigma_ratio=0.75)
+    head = HEADS.get(name)(make_config(num_bins=51, v_min=-10.0, v_max=10.0, sigma_ratio=0.75))
     assert isinstance(head, cls) and isinstance(head, ValueHead)
     assert head.num_outputs == k
     assert HEADS.entry(name).meta["categorical"] == (k > 1)
 
 
 def test_registry_factories_pass_arguments_through():
-    h = HEADS.get("hlgauss")(21, -5.0, 5.0, 2.0)
+    h = HEADS.get("hlgauss")(make_config(num_bins=21, v_min=-5.0, v_max=5.0, sigma_ratio=2.0))
     assert h.transform.num_bins == 21 and h.transform.sigma == pytest.approx(2.0 * 10 / 21)
-    assert HEADS.get("scalar-mse")(21, -5.0, 5.0, 2.0).kind == "mse"
-    assert HEADS.get("scalar-huber")(21, -5.0, 5.0, 2.0).kind == "huber"
+    assert HEADS.get("scalar-mse")(make_config()).kind == "mse"
+    assert HEADS.get("scalar-huber")(make_config()).kind == "huber"
     c = HEADS.get("c51")(21, -5.0, 5.0, 2.0)
     assert c.support.atoms[0].item() == -5.0 and c.support.num_atoms == 21
 

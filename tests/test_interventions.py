@@ -30,7 +30,7 @@ load_builtins()
 
 
 def _head():
-    return HEADS.get("scalar-mse")(51, -10.0, 10.0, 0.75)
+    return HEADS.get("scalar-mse")(make_config())
 
 
 def mlp_net(norm="none", sizes=(32, 32), d=6, actions=3, seed=0):

@@ -66,7 +66,7 @@ class FakeLearner:
 
 def q_network(hidden: str = "16,16") -> nn.Module:
     cfg = make_config("gym", mlp_hidden=hidden)
-    head = HEADS.get("hlgauss")(cfg.num_bins, cfg.v_min, cfg.v_max, cfg.sigma_ratio)
+    head = HEADS.get("hlgauss")(cfg)
     return build_network(cfg, (4,), 2, head)
 
 

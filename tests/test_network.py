@@ -16,7 +16,7 @@ ATARI_OBS = (4, 84, 84)
 def _net(torso="nature", norm="none", moe="none", head="hlgauss", obs=ATARI_OBS, actions=6, **kw):
     preset = "atari" if len(obs) == 3 else "gym"
     cfg = make_config(preset, torso=torso, norm=norm, moe=moe, **kw)
-    return build_network(cfg, obs, actions, HEADS.get(head)(51, -10.0, 10.0, 0.75))
+    return build_network(cfg, obs, actions, HEADS.get(head)(make_config()))
 
 
 @pytest.mark.parametrize("torso, flat", [("nature", 3136), ("impala", 3872)])

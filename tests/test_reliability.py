@@ -188,11 +188,11 @@ class _Inject(Hook):
 
 def _runner_with(hook: Hook, root: Path, *extra: str):
     from crl import api
-    from crl.cli import build_parser, config_from_args
+    from crl.flags import config_from_args, parse_args
     from crl.config import adapt_to_budget
     from crl.runner import Runner
 
-    cfg, explicit = config_from_args(build_parser().parse_args(gym_args(root, *RUN, "--name", "nan", *extra)))
+    cfg, explicit = config_from_args(parse_args(gym_args(root, *RUN, "--name", "nan", *extra)))
     adapt_to_budget(cfg, explicit)
     scenario, learner, hooks = api.prepare(cfg)
     hooks.append(hook)

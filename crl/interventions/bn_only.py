@@ -29,12 +29,15 @@ A :class:`UserError` is raised when the network has no norm with affine paramete
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from crl.errors import UserError
 from crl.hooks import Hook
 from crl.nn.blocks import Block, PreNormAct
+from crl.options import option
 from crl.registry import INTERVENTIONS, NORMS
 
 _TORCH_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
@@ -98,8 +101,16 @@ class BNOnly(Hook):
         return float((flat.abs() < tol).float().mean())
 
 
+@dataclass
+class BNOnlyOptions:
+    """What BN-only training leaves trainable (Frankle et al. 2021)."""
+
+    bn_only_train_output: bool = option(False, "also train the output layer (default: only norm parameters)")
+
+
 @INTERVENTIONS.register("bn-only", "Train only the norm affine parameters (Frankle et al. 2021); all conv/linear "
-                                   "weights frozen at init, output layer too unless --bn-only-train-output")
+                                   "weights frozen at init, output layer too unless --bn-only-train-output",
+                        options=BNOnlyOptions)
 def bn_only(cfg) -> BNOnly:
     if cfg.norm == "none":
         raise UserError(f"--intervention bn-only: needs a normalization layer with affine parameters; use --norm "

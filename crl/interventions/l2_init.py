@@ -22,10 +22,13 @@ backward and the optimizer step, which crl does not have). Consequences, by desi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from crl.errors import UserError
 from crl.hooks import Hook
+from crl.options import option
 from crl.registry import INTERVENTIONS
 
 
@@ -65,7 +68,15 @@ class L2Init(Hook):
             self.theta0 = dict(state["theta0"])
 
 
-@INTERVENTIONS.register("l2-init", "L2 Init (Kumar et al. 2023): loss + l2_init_coef * ||theta - theta0||^2")
+@dataclass
+class L2InitOptions:
+    """L2 Init's penalty weight (Kumar et al. 2023)."""
+
+    l2_init_coef: float = option(0.0001, "lambda of the penalty lambda*||theta - theta0||^2", check="non_negative")
+
+
+@INTERVENTIONS.register("l2-init", "L2 Init (Kumar et al. 2023): loss + l2_init_coef * ||theta - theta0||^2",
+                        options=L2InitOptions)
 def l2_init(cfg) -> L2Init:
     if not cfg.l2_init_coef >= 0:
         raise UserError(f"--l2-init-coef: must be >= 0, got {cfg.l2_init_coef}")

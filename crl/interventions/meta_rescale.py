@@ -145,6 +145,7 @@ None of this was measured on RL (small TD loss is no evidence of a "clean" trans
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -153,6 +154,7 @@ from torch import nn
 
 from crl.errors import UserError
 from crl.hooks import Hook
+from crl.options import option
 from crl.registry import INTERVENTIONS
 
 FEATURES = ("loss", "loss_z", "entropy", "margin", "gradnorm")
@@ -441,7 +443,46 @@ def from_config(cfg) -> MetaRescale:
                        weight_decay=cfg.meta_weight_decay, optimizer=cfg.meta_optimizer)
 
 
+@dataclass
+class MetaRescaleOptions:
+    """The rescaler, its meta step and its validation batch."""
+
+    meta_features: str = option("loss,loss_z,entropy,margin,gradnorm", "rescaler inputs, comma-separated from loss, "
+                                                                       "loss_z, entropy, margin, gradnorm")
+    meta_hidden: int = option(64, "hidden units of the rescaler MLP", check="positive")
+    meta_output: str = option("sigmoid", "rescaler output, 2*sigmoid or softplus/log(2)",
+                                         choices=("sigmoid", "softplus"))
+    meta_normalize: bool = option(True, "normalise the weights to mean 1 over each batch")
+    meta_lr: float = option(0.001, "learning rate of the rescaler's optimizer", check="positive")
+    meta_inner_lr: float = option(0.1, "SGD lr of the virtual look-ahead step (Meta-Weight-Net: 0.1; 0 = the "
+                                       "learner's lr)", check="non_negative")
+    meta_weight_decay: float = option(0.0001, "L2 weight decay of the rescaler's optimizer (Meta-Weight-Net: 1e-4)",
+                                              check="non_negative")
+    meta_optimizer: str = option("adam", "the rescaler's optimizer, adam or sgd (Nesterov momentum 0.9)",
+                                         choices=("adam", "sgd"))
+    meta_every: int = option(1, "optimizer updates between meta steps", check="positive")
+    meta_val: str = option("small-loss", "validation batch from the training data: small-loss (the smallest-loss "
+                                         "fraction --meta-keep of uniform candidates; Co-teaching's criterion), "
+                                         "sampled (drawn from a pool in proportion to the weights), uniform, or "
+                                         "weighted (uniform, loss weighted)",
+                                         choices=("small-loss", "sampled", "uniform", "weighted"))
+    meta_keep: float = option(0.5, "--meta-val small-loss keeps this fraction of its candidates (Co-teaching's 1 - "
+                                   "noise rate; should not exceed 1 - the expected noise rate)")
+    meta_loss: str = option("mae", "meta loss on the validation batch: mae (1 - exp(-loss): 1 - p(y|x) for cross-"
+                                   "entropy, noise-robust) or ce (the learner's per-sample loss as is)",
+                                   choices=("mae", "ce"))
+    meta_val_size: int = option(0, "validation batch size (0 = the training batch size)", check="non_negative")
+    meta_pool: int = option(4, "candidate pool for --meta-val sampled, in validation batches", check="positive")
+    meta_warmup: int = option(0, "updates with all weights 1 before the rescaler is used", check="non_negative")
+    meta_reset_per_task: bool = option(False, "restart the rescaler and its statistics at each task")
+
+    def check(self, cfg) -> None:
+        if not 0.0 < self.meta_keep <= 1.0:
+            raise UserError(f"--meta-keep: must be in (0, 1], got {self.meta_keep}")
+
+
 @INTERVENTIONS.register("meta-rescale", "Meta loss-rescaling (crl's STORM-like design, Heck et al. 2025): a meta-"
-                                        "learned rescaler weights each sample's loss (look-ahead meta step)")
+                                        "learned rescaler weights each sample's loss (look-ahead meta step)",
+                        options=MetaRescaleOptions)
 def meta_rescale(cfg) -> MetaRescale:
     return from_config(cfg)

@@ -65,6 +65,7 @@ from crl.hooks import Hook
 from crl.interventions.reset import _log
 from crl.metrics.plasticity import dormant_units_mask
 from crl.nn.blocks import Block
+from crl.options import option
 from crl.registry import INTERVENTIONS
 
 INITS = ("layer", "xavier")
@@ -281,8 +282,20 @@ class ReDo(Hook):
             self._updates, self.recycled_total = state["updates"], state["recycled_total"]
 
 
+@dataclass
+class RedoOptions:
+    """ReDo's threshold, cadence and re-initialisation (Sokar et al. 2023)."""
+
+    redo_tau: float = option(0.1, "a unit is dormant when its normalised mean |activation| is <= this",
+                                  check="non_negative")
+    redo_every: int = option(1000, "optimizer updates between recycles", check="positive")
+    redo_init: str = option("layer", "incoming-weight init of recycled units: layer (the layer's own "
+                                     "reset_parameters) or xavier (xavier_uniform, as Dopamine)",
+                                     choices=("layer", "xavier"))
+
+
 @INTERVENTIONS.register("redo", "ReDo (Sokar et al. 2023): every --redo-every updates re-init units with dormant "
-                                "score <= --redo-tau (incoming fresh, outgoing 0, Adam moments 0)")
+                                "score <= --redo-tau (incoming fresh, outgoing 0, Adam moments 0)", options=RedoOptions)
 def redo(cfg) -> ReDo:
     if cfg.redo_every <= 0:
         raise UserError(f"--redo-every: must be > 0, got {cfg.redo_every}")

@@ -32,6 +32,7 @@ This file also holds the re-initialisation helpers used by ReDo and shrink-and-p
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -39,6 +40,7 @@ from torch import nn
 
 from crl.errors import UserError
 from crl.hooks import Hook
+from crl.options import option
 from crl.registry import INTERVENTIONS
 
 
@@ -182,8 +184,18 @@ def _log(run, tag: str, value: float) -> None:
         logger.scalar(tag, value, getattr(run, "global_step", 0))
 
 
+@dataclass
+class ResetOptions:
+    """Which layers are reset, and when (Nikishin et al. 2022)."""
+
+    reset_layers: str = option("output", "output, last2 (output + penultimate block) or comma-separated module names")
+    reset_every_task: bool = option(True, "re-initialise at the start of every task after the first")
+    reset_every: int = option(0, "also re-initialise every this many optimizer updates (0 = off)", check="non_negative")
+    reset_target: bool = option(True, "copy the re-initialised layers into the learner's target network")
+
+
 @INTERVENTIONS.register("reset", "Primacy-bias resets (Nikishin et al. 2022): re-init --reset-layers at each new task "
-                                 "and/or every --reset-every updates, with fresh optimizer state")
+                                 "and/or every --reset-every updates, with fresh optimizer state", options=ResetOptions)
 def reset(cfg) -> LayerReset:
     if cfg.reset_every < 0:
         raise UserError(f"--reset-every: must be >= 0 (0 = off), got {cfg.reset_every}")

@@ -26,11 +26,14 @@ so for them only the *direction* change of the shrink survives.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from crl.errors import UserError
 from crl.hooks import Hook
 from crl.interventions.reset import _log, fresh_parameters, snapshot
+from crl.options import option
 from crl.registry import INTERVENTIONS
 
 FORMS = ("fresh", "fixed")
@@ -85,8 +88,21 @@ class ShrinkPerturb(Hook):
             self.applied, self._updates = state["applied"], state["updates"]
 
 
+@dataclass
+class ShrinkPerturbOptions:
+    """Shrink & perturb's coefficients and schedule (Ash & Adams 2020)."""
+
+    sp_form: str = option("fresh", "perturb toward a fresh random init each time (fresh) or toward the saved initial "
+                                   "parameters (fixed)", choices=("fresh", "fixed"))
+    sp_shrink: float = option(0.5, "lambda in theta <- lambda*theta + p*theta_new", check="non_negative")
+    sp_perturb: float = option(0.5, "p in theta <- lambda*theta + p*theta_new", check="non_negative")
+    sp_every: int = option(0, "also apply every this many optimizer updates (0 = off)", check="non_negative")
+    sp_task_start: bool = option(True, "apply at the start of every task after the first")
+
+
 @INTERVENTIONS.register("shrink-perturb", "Shrink & perturb (Ash & Adams 2020): theta <- sp_shrink*theta + "
-                                          "sp_perturb*(fresh init | theta0) at task starts / every --sp-every updates")
+                                          "sp_perturb*(fresh init | theta0) at task starts / every --sp-every updates",
+                        options=ShrinkPerturbOptions)
 def shrink_perturb(cfg) -> ShrinkPerturb:
     if cfg.sp_every < 0:
         raise UserError(f"--sp-every: must be >= 0 (0 = off), got {cfg.sp_every}")

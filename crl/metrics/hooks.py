@@ -89,6 +89,7 @@ from crl.errors import UserError
 from crl.hooks import Hook
 from crl.metrics import forgetting as F
 from crl.metrics import plasticity as P
+from crl.options import declare_options, option
 
 TAUS = (0.0, 0.025, 0.1)
 SRANK_DELTA = 0.01
@@ -506,7 +507,7 @@ def eval_matrix_figure(matrix: Any, row_labels: list[str], col_labels: list[str]
 def hparam_values(cfg) -> dict[str, Any]:
     """Every config field, as the HParams plugin accepts them (int, float, str, bool)."""
     out = {}
-    for key, value in dataclasses.asdict(cfg).items():
+    for key, value in cfg.to_dict().items():
         out[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return out
 
@@ -551,6 +552,20 @@ class TensorBoardViews(Hook):
 
 
 # ----------------------------------------------------------------------------- entry point
+
+
+@dataclasses.dataclass
+class MetricsOptions:
+    """Cadence of the plasticity metrics (every run has them)."""
+
+    metrics_every: int = option(10_000, "steps between plasticity metrics (0 = off)", check="non_negative")
+    probe_steps: int = option(20, "plasticity probe: Adam steps a copy of the network takes on random regression "
+                                  "targets (Lyle et al. 2023) at a metric step (0 = no probe)", check="non_negative")
+    probe_every: int = option(1, "plasticity probe on every Nth metric step (the other metrics run on each one)",
+                              check="positive")
+
+
+declare_options(MetricsOptions, "metrics", in_play=lambda cfg: True)
 
 
 def default_hooks(cfg) -> list[Hook]:

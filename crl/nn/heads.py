@@ -25,12 +25,14 @@ import abc
 
 import math
 import operator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crl.errors import UserError
+from crl.options import option
 from crl.registry import HEADS
 
 __all__ = [
@@ -375,36 +377,53 @@ class C51Head(ValueHead):
         return -(target.detach().float() * torch.log_softmax(out.float(), dim=-1)).sum(-1)
 
 
-# --- registry entries: factory(num_bins, v_min, v_max, sigma_ratio) -> ValueHead -----------
+# --- registry entries: factory(cfg) -> ValueHead ------------------------------------------
+
+
+@dataclass
+class SupportOptions:
+    """The value support of the categorical heads."""
+
+    num_bins: int = option(51, "bins of the categorical head (HL-Gauss, two-hot, C51 atoms)", check="positive")
+    v_min: float = option(-10.0, "lower end of the value support")
+    v_max: float = option(10.0, "upper end of the value support")
+
+    def check(self, cfg) -> None:
+        if not self.v_min < self.v_max:
+            raise UserError(f"--v-min/--v-max: need v_min < v_max, got {self.v_min} >= {self.v_max}")
+
+
+@dataclass
+class HLGaussOptions:
+    """HL-Gauss's smoothing (Farebrother et al. 2024)."""
+
+    sigma_ratio: float = option(0.75, "HL-Gauss sigma / bin width (Farebrother et al. 2024)", check="positive")
+
 
 @HEADS.register("scalar-huber", "one output per action, Huber (smooth L1, beta 1) TD loss (Nature DQN)",
                 categorical=False)
-def _scalar_huber(num_bins: int, v_min: float, v_max: float, sigma_ratio: float) -> ValueHead:
-    del num_bins, v_min, v_max, sigma_ratio  # not used by a scalar head
+def _scalar_huber(cfg) -> ValueHead:
     return ScalarHead("huber")
 
 
 @HEADS.register("scalar-mse", "one output per action, 0.5 * squared TD error", categorical=False)
-def _scalar_mse(num_bins: int, v_min: float, v_max: float, sigma_ratio: float) -> ValueHead:
-    del num_bins, v_min, v_max, sigma_ratio  # not used by a scalar head
+def _scalar_mse(cfg) -> ValueHead:
     return ScalarHead("mse")
 
 
 @HEADS.register("hlgauss", "HL-Gauss categorical head, cross-entropy to a Gaussian-smeared scalar target "
-                "(Farebrother et al. 2024)", categorical=True)
-def _hlgauss(num_bins: int, v_min: float, v_max: float, sigma_ratio: float) -> ValueHead:
-    return HLGaussHead(num_bins, v_min, v_max, sigma_ratio)
+                "(Farebrother et al. 2024)", options=(SupportOptions, HLGaussOptions), categorical=True)
+def _hlgauss(cfg) -> ValueHead:
+    return HLGaussHead(cfg.num_bins, cfg.v_min, cfg.v_max, cfg.sigma_ratio)
 
 
 @HEADS.register("twohot", "two-hot categorical head, cross-entropy to the two nearest bin centres "
-                "(DreamerV3)", categorical=True)
-def _twohot(num_bins: int, v_min: float, v_max: float, sigma_ratio: float) -> ValueHead:
-    del sigma_ratio  # not used by two-hot
-    return TwoHotHead(num_bins, v_min, v_max)
+                "(DreamerV3)", options=SupportOptions, categorical=True)
+def _twohot(cfg) -> ValueHead:
+    return TwoHotHead(cfg.num_bins, cfg.v_min, cfg.v_max)
 
 
 @HEADS.register("c51", "C51 distributional head, projected distributional Bellman target "
-                "(Bellemare et al. 2017)", categorical=True)
-def _c51(num_bins: int, v_min: float, v_max: float, sigma_ratio: float) -> ValueHead:
-    del sigma_ratio  # not used by C51
-    return C51Head(num_bins, v_min, v_max)
+                "(Bellemare et al. 2017)", options=SupportOptions, categorical=True)
+def _c51(cfg) -> ValueHead:
+    return C51Head(cfg.num_bins, cfg.v_min, cfg.v_max)

@@ -6,13 +6,27 @@ followed by a norm, so it is never scale-invariant and NaP never projects it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from crl.errors import UserError
 from crl.nn.blocks import Block, PreNormAct
 from crl.nn.softmoe import SoftMoE
+from crl.options import declare_options, option
 from crl.registry import TORSOS
+
+
+@dataclass
+class SoftMoEOptions:
+    """Size of the SoftMoE that ``--moe softmoe`` puts in place of the penultimate dense layer."""
+
+    num_experts: int = option(8, "SoftMoE experts", check="positive")
+    expert_hidden: int = option(512, "hidden units of each SoftMoE expert", check="positive")
+
+
+declare_options(SoftMoEOptions, "softmoe (--moe softmoe)", in_play=lambda cfg: cfg.moe == "softmoe")
 
 
 class MoEDense(nn.Module):

@@ -7,12 +7,15 @@ activation together; the builder then adds no activation of its own.
 
 Adding a norm: write ``crl/nn/norms/<name>.py`` with the module and one
 ``@NORMS.register(name, help, dims=(1, 2))`` factory ``(num_features, dims, **kw) -> Module``,
-then import that file at the bottom of this one.
+then import that file at the bottom of this one. A norm with options names their dataclass
+(``options=MyNormOptions``); :func:`make_norm` passes each option of the run being built to
+the factory as a keyword argument of the same name.
 """
 from __future__ import annotations
 
 from torch import nn
 
+from crl import options as opts
 from crl.errors import UserError
 from crl.registry import NORMS
 
@@ -25,7 +28,7 @@ def make_norm(name: str, num_features: int, dims: int, **kwargs) -> nn.Module:
         kind = {1: "dense (MLP) layers", 2: "conv feature maps"}[dims]
         raise UserError(f"--norm: '{name}' is not defined for {kind}; the method defines it for "
                         f"{' and '.join({1: 'dense', 2: 'conv'}[d] for d in allowed)} only")
-    return entry.factory(num_features, dims, **kwargs)
+    return entry.factory(num_features, dims, **{**opts.values(entry.options), **kwargs})
 
 
 def includes_activation(name: str) -> bool:

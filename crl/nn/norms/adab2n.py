@@ -18,12 +18,15 @@ The model-wide helpers :func:`set_task_ids`, :func:`begin_task`, :func:`end_task
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from crl.errors import UserError
 from crl.nn.norms.rms_group import _param_shape
+from crl.options import option
 from crl.registry import NORMS
 
 
@@ -256,9 +259,19 @@ def aux_loss(model: nn.Module) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
+@dataclass
+class AdaB2NOptions:
+    """AdaB2N's adaptation loss, added by the learner (official ``ada_lambda``, ``ada_t0``)."""
+
+    adab2n_lambda: float = option(0.1, "weight of the AdaB2N adaptation loss (official grid 0.01-10; no official "
+                                       "default)", check="non_negative")
+    adab2n_t0: int = option(0, "task index from which the AdaB2N adaptation loss is added (official ada_t0)",
+                            check="non_negative")
+
+
 @NORMS.register("adab2n", "AdaB2N (Lyu et al. 2023): BN with task-balanced batch statistics (learnable task prior), "
                           "modified momentum (kappa) and an adaptation loss; needs task ids from the learner",
-                dims=(1, 2))
+                options=AdaB2NOptions, dims=(1, 2))
 def _adab2n(num_features: int, dims: int, num_tasks: int = 100, kappa: float = 1.0, momentum: float = 0.1,
             eps: float = 1e-5, renormalize: bool = True, **_) -> nn.Module:
     return AdaB2N(num_features, num_tasks=num_tasks, kappa=kappa, momentum=momentum, eps=eps,

@@ -12,11 +12,14 @@ un-normalised residual stream and are not projected.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from crl.nn.blocks import Block, PreNormAct, conv_block
 from crl.nn.torsos.nature import ConvTorso, check_image
+from crl.options import option
 from crl.registry import TORSOS
 
 
@@ -44,7 +47,15 @@ class ImpalaStage(nn.Module):
         return self.res(self.pool(self.conv(x)))
 
 
-@TORSOS.register("impala", "Impala ResNet (16,32,32 x --impala-width) + Linear(256), pre-activation norms", conv=True)
+@dataclass
+class ImpalaOptions:
+    """Width of the Impala ResNet."""
+
+    impala_width: int = option(1, "channel multiplier of the Impala ResNet", check="positive")
+
+
+@TORSOS.register("impala", "Impala ResNet (16,32,32 x --impala-width) + Linear(256), pre-activation norms",
+                 options=ImpalaOptions, conv=True)
 def impala(obs_shape: tuple, cfg) -> ConvTorso:
     check_image(obs_shape, "impala")
     chans = [obs_shape[0]] + [k * cfg.impala_width for k in (16, 32, 32)]

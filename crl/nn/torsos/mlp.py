@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from crl.errors import UserError
 from crl.nn.blocks import dense_block
+from crl.options import option
 from crl.registry import TORSOS
 
 
@@ -22,8 +24,28 @@ class MLPTorso(nn.Module):
         return self.blocks(x.flatten(1).float())
 
 
-@TORSOS.register("mlp", "MLP for vector observations (--mlp-hidden sizes), norm before each ReLU", conv=False)
+@dataclass
+class MLPOptions:
+    """Layer sizes of the MLP torso."""
+
+    mlp_hidden: str = option("256,256", "hidden sizes of the MLP torso, comma-separated")
+
+    def sizes(self) -> list[int]:
+        try:
+            sizes = [int(s) for s in self.mlp_hidden.split(",") if s.strip()]
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) <= 0:
+            raise UserError(f"--mlp-hidden: expected positive integers like '256,256', got '{self.mlp_hidden}'")
+        return sizes
+
+    def check(self, cfg) -> None:
+        self.sizes()
+
+
+@TORSOS.register("mlp", "MLP for vector observations (--mlp-hidden sizes), norm before each ReLU", options=MLPOptions,
+                 conv=False)
 def mlp(obs_shape: tuple, cfg) -> MLPTorso:
     if len(obs_shape) > 2:
         raise UserError(f"--torso: 'mlp' needs vector observations, got shape {tuple(obs_shape)}; use nature or impala")
-    return MLPTorso(math.prod(obs_shape), cfg.mlp_sizes(), cfg.norm)
+    return MLPTorso(math.prod(obs_shape), cfg.options(MLPOptions).sizes(), cfg.norm)

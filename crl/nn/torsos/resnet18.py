@@ -25,12 +25,14 @@ Width: ``--resnet-width`` (nf, default 20). Input: any ``(C, H, W)``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from crl.errors import UserError
 from crl.nn.blocks import Block, PreNormAct, conv_block
 from crl.nn.torsos.nature import check_image
+from crl.options import option
 from crl.registry import TORSOS
 
 
@@ -74,11 +76,16 @@ class ResNet18Torso(nn.Module):
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
 
+@dataclass
+class ResNet18Options:
+    """Width of the reduced ResNet-18."""
+
+    resnet_width: int = option(20, "channels of the first stage of the reduced ResNet-18 (nf; 20 in GEM/mammoth)",
+                               check="positive")
+
+
 @TORSOS.register("resnet18", "reduced ResNet-18 of GEM/mammoth/AdaB2N (nf = --resnet-width, 20), norm = --norm; "
-                             "for CIFAR-size images", conv=False)
+                             "for CIFAR-size images", options=ResNet18Options, conv=False)
 def resnet18(obs_shape: tuple, cfg) -> ResNet18Torso:
     check_image(obs_shape, "resnet18")
-    nf = getattr(cfg, "resnet_width", 20)
-    if nf <= 0:
-        raise UserError(f"--resnet-width: must be > 0, got {nf}")
-    return ResNet18Torso(obs_shape[0], nf, cfg.norm)
+    return ResNet18Torso(obs_shape[0], cfg.resnet_width, cfg.norm)
