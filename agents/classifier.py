@@ -70,6 +70,8 @@ from torch import nn
 from agents.fast import use_fused_kernel
 from crl.errors import UserError
 from crl.nn.network import Introspectable, build_torso
+from crl.nn.norms import state as norm_state
+from crl.interventions import nap
 from crl.optim import LRSchedule, build_optimizer
 from crl.options import option
 from crl.registry import AGENTS
@@ -249,7 +251,7 @@ class ClassifierLearner:
         restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
         self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, cfg.lr, total_steps=sum(budgets),
                                    warmup_steps=min(cfg.lr_warmup, min(budgets)), restart_per_task=restart,
-                                   steps_per_task=budgets[0])
+                                   steps_per_task=budgets[0], **nap.schedule_ends(cfg))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.strategy = cfg.strategy
         self.replay_batch = cfg.replay_batch_size or cfg.batch_size
@@ -263,6 +265,7 @@ class ClassifierLearner:
         self.passes = 0
         self.updates = 0
         self.probes: dict[str, torch.Tensor] = {}
+        self.probe_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)  # ReDo's scoring batches
         self.run = None  # set by the runner
         self._loss_sum = torch.zeros((), device=device)
         self._correct = torch.zeros((), device=device)
@@ -413,7 +416,11 @@ class ClassifierLearner:
             aux = cfg.adab2n_lambda * torch.stack([m.aux_loss() for m in self.aux_modules]).sum()
         per_sample = self._loss_terms(logits, batch)
         if self.run is not None:
-            per_sample = self.run.hooks.transform_loss(self.run, per_sample, batch)
+            if norm_state.transforms_loss(self.run):  # e.g. meta-rescale: its forwards leave no norm state behind
+                with norm_state.preserved(self.network):
+                    per_sample = self.run.hooks.transform_loss(self.run, per_sample, batch)
+            else:
+                per_sample = self.run.hooks.transform_loss(self.run, per_sample, batch)
         loss = per_sample.mean() if aux is None else per_sample.mean() + aux
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -550,6 +557,14 @@ class ClassifierLearner:
             self.probes[task.name] = data.inputs(slice(0, min(size, len(data)))).clone()
         return self.probes[task.name]
 
+    @torch.no_grad()
+    def scoring_batch(self, size: int = 256) -> torch.Tensor:
+        """A fresh uniform sample (with replacement) of ``size`` training inputs of the current task
+        (ReDo's scoring batch), drawn with the learner's own probe generator."""
+        data = self.train_data[self.task_j]
+        idx = torch.randint(len(data), (size,), generator=self.probe_gen).to(self.device)
+        return data.inputs(idx)
+
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:
         return {
@@ -557,7 +572,7 @@ class ClassifierLearner:
             "schedule": self.schedule.state_dict(), "buffer": self.buffer.state_dict(),
             "generator": self.gen.get_state(), "stream_index": self.stream_index, "task_j": self.task_j,
             "perm": self.perm, "cursor": self.cursor, "passes": self.passes, "updates": self.updates,
-            "seen_classes": self.seen_classes.cpu(),
+            "seen_classes": self.seen_classes.cpu(), "probe_gen": self.probe_gen.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -572,6 +587,8 @@ class ClassifierLearner:
             self._perm_dev = self.perm.to(self.device)
         self.updates = state["updates"]
         self.seen_classes = state["seen_classes"].to(self.device)
+        if "probe_gen" in state:  # absent in checkpoints written before it existed
+            self.probe_gen.set_state(state["probe_gen"])
 
 
 AGENTS.register("classifier", "supervised classifier for task streams: --strategy naive|replay|er-ace|der++, "

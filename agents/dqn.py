@@ -27,6 +27,8 @@ from agents.replay import ReplayBuffer, host_to_device
 from crl.errors import UserError
 from crl.nn.network import build_network
 from crl.nn.norms import adab2n
+from crl.nn.norms import state as norm_state
+from crl.interventions import nap
 from crl.optim import LRSchedule, build_optimizer
 from crl.learner import optimizer_step
 from crl.options import option
@@ -47,13 +49,15 @@ class DQNOptions:
     double_dqn: bool = option(True, "select the next action with the online network (van Hasselt et al. 2016)")
     eps_start: float = option(1.0, "initial exploration epsilon", check="unit")
     eps_end: float = option(0.01, "final exploration epsilon", check="unit")
-    eps_decay_steps: int = option(250_000, "env steps of linear epsilon decay", check="non_negative")
+    eps_decay_steps: int = option(250_000, "env steps of linear epsilon decay, after --learning-starts (epsilon is "
+                                           "--eps-start until then; Dopamine's linearly_decaying_epsilon)",
+                                  check="non_negative")
     eval_eps: float = option(0.001, "epsilon during evaluation", check="unit")
     clip_rewards: bool = option(True, "clip rewards to [-1, 1] for learning (raw scores are logged)")
     reset_replay_per_task: bool = option(False, "empty the replay buffer at each task change")
     num_envs: int = option(8, "parallel environments of the vector env", check="positive")
     eval_episodes: int = option(10, "episodes per task and evaluation", check="positive")
-    eval_max_steps: int = option(27_000, "cap on agent steps per evaluation episode (Atari: 27,000 = 108k frames)",
+    eval_max_steps: int = option(27_000, "cap on agent steps per evaluation episode",
                                  check="positive")
     checkpoint_replay: bool = option(True, "store the replay buffer in checkpoints (needed for exact resume)")
 
@@ -88,10 +92,18 @@ class DQNOptions:
         return notes
 
 
-def linear_epsilon(step: int, start: float, end: float, decay_steps: int) -> float:
+def linear_epsilon(step: int, start: float, end: float, decay_steps: int, warmup_steps: int = 0) -> float:
+    """Dopamine's ``linearly_decaying_epsilon`` (``dopamine/agents/dqn/dqn_agent.py``), with ``start``
+    in place of its fixed 1.0: ``start`` for the first ``warmup_steps`` steps (the agent's
+    ``--learning-starts``, Dopamine's ``min_replay_history``), then linear to ``end`` over
+    ``decay_steps`` steps, then ``end``::
+
+        eps = end + clip((start - end) * (decay_steps + warmup_steps - step) / decay_steps, 0, start - end)
+    """
     if decay_steps <= 0:
-        return end
-    return end + (start - end) * max(0.0, 1.0 - step / decay_steps)
+        return end if step >= warmup_steps else start
+    bonus = (start - end) * (decay_steps + warmup_steps - step) / decay_steps
+    return end + min(max(bonus, 0.0), start - end)
 
 
 def _env_spaces(task, seed: int):
@@ -122,6 +134,7 @@ class DQNAgent:
             self.network.to(memory_format=torch.channels_last)
         self.target = copy.deepcopy(self.network)
         self.target.requires_grad_(False)
+        self.target.eval()  # always: running statistics, no state change (SB3); synced at each target copy
         # --norm adab2n: per-transition task ids (stored in replay) for the training forwards, begin_task at
         # each task switch and --adab2n-lambda * adaptation loss from task --adab2n-t0 on (see per_sample_loss)
         self.task_aware = bool(adab2n.adab2n_layers(self.network))
@@ -135,8 +148,9 @@ class DQNAgent:
         restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
         self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, cfg.lr,
                                    total_steps=steps_per_task * len(scenario.stream()), warmup_steps=cfg.lr_warmup,
-                                   restart_per_task=restart, steps_per_task=steps_per_task)
-        stack = self.obs_shape[0] if len(self.obs_shape) == 3 else 1
+                                   restart_per_task=restart, steps_per_task=steps_per_task, **nap.schedule_ends(cfg))
+        # frames per observation: a task may say (MinAtar: 1, its channels are not frames); else image = stacked frames
+        stack = int(scenario.tasks[0].info.get("frame_stack", self.obs_shape[0] if len(self.obs_shape) == 3 else 1))
         obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
         self.replay = ReplayBuffer(cfg.buffer_size, cfg.num_envs, self.obs_shape, stack, obs_dtype, device, cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
@@ -147,6 +161,8 @@ class DQNAgent:
         self.update_debt = 0.0
         self.next_target_sync = cfg.target_update
         self.probes: dict[str, torch.Tensor] = {}
+        # scoring batches (ReDo) and metric probes: their own generator, so training samples the same batches
+        self.probe_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
         self.run = None  # set by the runner
         self._loss_sum = torch.zeros((), device=device)
         self._loss_count = 0
@@ -180,7 +196,11 @@ class DQNAgent:
             with fast.autocast(self.device, cfg.amp_bf16):
                 per_sample, _ = self.per_sample_loss(b)  # float32, (B,)
             aux = self.adab2n_aux  # AdaB2N adaptation loss of that forward (hooks may run more forwards)
-            per_sample = self.run.hooks.transform_loss(self.run, per_sample, b)
+            if norm_state.transforms_loss(self.run):  # e.g. meta-rescale: its forwards leave no norm state behind
+                with norm_state.preserved(net):
+                    per_sample = self.run.hooks.transform_loss(self.run, per_sample, b)
+            else:
+                per_sample = self.run.hooks.transform_loss(self.run, per_sample, b)
             loss = per_sample.mean()
             if aux is not None and cfg.adab2n_lambda > 0 and self.env_task_index >= cfg.adab2n_t0:
                 loss = loss + cfg.adab2n_lambda * aux
@@ -197,17 +217,27 @@ class DQNAgent:
         (``torch.func.functional_call``; meta-rescale's look-ahead); the bootstrap target
         always comes from the live online/target networks, without gradient.
 
-        AdaB2N (``--norm adab2n``): the online and target networks get the batch's per-transition
-        ``task_ids`` (the task each transition was collected in, stored in replay) for the
-        training-mode forwards here only (cleared on return, so other forwards, e.g. metric
+        Norm statistics: the online forward of ``obs`` is the update's one training-mode forward,
+        so running statistics and counters of stateful norms (BatchNorm, PowerNorm, Unified
+        Norm, AdaB2N, EvoNorm-B0) advance exactly once per optimizer update. The target
+        network is always in eval mode (running statistics, copied with the weights at each
+        target sync, as Stable-Baselines3's DQN keeps its target in eval mode and copies the
+        BatchNorm statistics with ``polyak_update`` of ``batch_norm_stats``); the double-DQN
+        selector forward of the online network on ``next_obs`` runs in eval mode too (as PQN
+        bootstraps with ``train=False``). So the bootstrap value of a next state does not depend
+        on the other states of its batch.
+
+        AdaB2N (``--norm adab2n``): the online network gets the batch's per-transition
+        ``task_ids`` (the task each transition was collected in, stored in replay) for its
+        training-mode forward here only (cleared on return, so other forwards, e.g. metric
         probes, see a plain BN); ``self.adab2n_aux`` keeps the adaptation loss of the online
-        forward of ``obs`` (with graph), which ``update`` adds times ``--adab2n-lambda``. Acting
-        and evaluation run in eval mode, where AdaB2N uses its running statistics and no ids.
+        forward of ``obs`` (with graph), which ``update`` adds times ``--adab2n-lambda``. Acting,
+        the target, the selector and evaluation run in eval mode, where AdaB2N uses its running
+        statistics and no ids.
         """
         net, head = self.network, self.head
         if self.task_aware:
             adab2n.set_task_ids(net, b["task_ids"])
-            adab2n.set_task_ids(self.target, b["task_ids"])
         rows = torch.arange(len(b["actions"]), device=self.device)
         fuse = self.fused_forward and params is None  # --fused-forward: obs and next_obs in one online forward
         x = torch.cat([b["obs"], b["next_obs"]]) if fuse else b["obs"]
@@ -215,18 +245,32 @@ class DQNAgent:
         self.adab2n_aux = adab2n.aux_loss(net) if self.task_aware else None
         out, online_next = (out[:len(rows)], out[len(rows):].detach()) if fuse else (out, None)
         out_sa = out[rows, b["actions"]]  # (B, K) at the taken actions
-        with torch.no_grad():
-            next_target = self.target(b["next_obs"])  # (B, A, K)
-            if self.cfg.double_dqn:
-                selector = online_next if fuse else net(b["next_obs"])
-            else:
-                selector = next_target
-            a_star = head.q_values(selector).argmax(dim=1)  # greedy on decoded Q
-            target = head.bootstrap_target(next_target[rows, a_star], b["returns"], b["discounts"])
+        target = self.bootstrap_target(b, online_next)
         if self.task_aware:
-            for m in adab2n.adab2n_layers(net) + adab2n.adab2n_layers(self.target):
+            for m in adab2n.adab2n_layers(net):
                 m.clear_task_ids()
         return head.loss(out_sa, target), out_sa
+
+    @torch.no_grad()
+    def bootstrap_target(self, b: dict, online_next: torch.Tensor | None = None) -> torch.Tensor:
+        """The backed-up target of each transition of ``b`` (no gradient): the target network's
+        value at ``a* = argmax_a Q(s', a)`` (double DQN: Q of the online network, else of the
+        target), through the head's ``bootstrap_target``. Both forwards run in eval mode, so a
+        next state's target does not depend on the other states of the batch. ``online_next``:
+        the online outputs on ``next_obs`` already computed (``--fused-forward``)."""
+        net, head = self.network, self.head
+        rows = torch.arange(len(b["actions"]), device=self.device)
+        next_target = self.target(b["next_obs"])  # (B, A, K); the target is always in eval mode
+        if self.cfg.double_dqn:
+            if online_next is not None:  # --fused-forward, per-sample norms only: same values as eval mode
+                selector = online_next
+            else:
+                with norm_state.eval_mode(net):  # no statistics update, no batch dependence
+                    selector = net(b["next_obs"])
+        else:
+            selector = next_target
+        a_star = head.q_values(selector).argmax(dim=1)  # greedy on decoded Q
+        return head.bootstrap_target(next_target[rows, a_star], b["returns"], b["discounts"])
 
     def sample_batch(self, size: int) -> dict:
         """A uniform replay batch of ``size`` n-step transitions."""
@@ -272,7 +316,7 @@ class DQNAgent:
         overlap = cfg.overlap_env and hasattr(self.env, "send") and getattr(self.env, "batch_size", 0) == n
         done_steps = 0
         while done_steps < steps and not run.stop_requested:  # SIGINT/SIGTERM: return early, the runner checkpoints
-            eps = linear_epsilon(self.env_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps)
+            eps = linear_epsilon(self.env_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps, cfg.learning_starts)
             actions = self.act(self.obs, eps, self.np_rng)
             if overlap:  # the env steps in its own threads while the updates due at this step run
                 self.env.send(actions)
@@ -349,13 +393,26 @@ class DQNAgent:
             env.close()
         return float(returns.mean())
 
-    def probe_batch(self, task, size: int = 256) -> torch.Tensor:
-        """A fixed batch of observations of ``task`` for plasticity metrics (drawn once, then reused)."""
-        if task.name not in self.probes and len(self.replay) >= size:
-            gen_state = self.replay._gen.get_state()  # metrics on or off, training samples the same batches
-            self.probes[task.name] = self.replay.sample(size, 1, self.cfg.gamma)["obs"].clone()
-            self.replay._gen.set_state(gen_state)
+    def probe_batch(self, task, size: int = 256) -> torch.Tensor | None:
+        """A fixed batch of ``size`` observations of ``task`` for plasticity metrics: drawn once, when
+        replay first holds ``size`` transitions collected in that task (its own data, not the
+        shared replay's), then reused. Drawn with the learner's probe generator, so training
+        samples the same batches with metrics on or off. None while there are too few."""
+        if task.name not in self.probes and self._is_current(task):
+            if self.replay.count_task(self.env_task_index) >= size:
+                self.probes[task.name] = self.replay.sample_states(size, self.env_task_index, self.probe_gen).clone()
         return self.probes.get(task.name)
+
+    def scoring_batch(self, size: int = 256) -> torch.Tensor | None:
+        """A fresh uniform sample of ``size`` observations of the current task's transitions in replay
+        (ReDo's scoring batch: Dopamine's ReDo agents draw a new replay batch at every recycle;
+        the task's own transitions because the task id of each one is stored). Probe generator,
+        as :meth:`probe_batch`. None before the task has a transition in replay."""
+        return self.replay.sample_states(size, self.env_task_index, self.probe_gen)
+
+    def _is_current(self, task) -> bool:
+        current = getattr(self.run, "task", None)
+        return self.env_task_index >= 0 and (current is None or current.name == task.name)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:
@@ -372,6 +429,7 @@ class DQNAgent:
             "episode": None if self.env is None else (self.obs, self.prev_done, self.ep_return, self.ep_len),
             "counters": (self.env_steps, self.updates, self.update_debt, self.next_target_sync),
             "probes": {k: v.cpu() for k, v in self.probes.items()},
+            "probe_gen": self.probe_gen.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -384,6 +442,8 @@ class DQNAgent:
         self.np_rng.bit_generator.state = state["np_rng"]
         self.env_steps, self.updates, self.update_debt, self.next_target_sync = state["counters"]
         self.probes = {k: v.to(self.device) for k, v in state["probes"].items()}
+        if "probe_gen" in state:  # absent in checkpoints written before it existed
+            self.probe_gen.set_state(state["probe_gen"])
         if state["env"] is not None:
             self.env = pickle.loads(state["env"])
             self.env_task_index = state["env_task_index"]

@@ -422,6 +422,34 @@ class ReplayBuffer:
         idx, env, p, fl, included, m = (torch.cat(c)[:batch_size] for c in zip(*parts))
         return self._assemble(idx, env, p, fl, included, m, n_step, gamma)
 
+    def sample_states(self, batch_size: int, task: int | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """``batch_size`` observations (the ``obs`` of uniform 1-step transitions, with replacement)
+        of the transitions stored with task index ``task`` (all when None), drawn with
+        ``generator`` (default: the buffer's own). None when no such transition is stored.
+
+        Exhaustive over the buffer (O(capacity), one copy of the task column to the host): for
+        occasional batches (ReDo's scoring batch, metric probes), not per update.
+        """
+        if batch_size < 1:
+            raise ValueError(f"ReplayBuffer.sample_states: batch_size must be >= 1, got {batch_size}")
+        if len(self) == 0:
+            return None
+        pool = self._valid_host(1)
+        if task is not None:
+            pool = pool[self._tasks.view(-1).cpu().index_select(0, pool) == int(task)]
+        if pool.numel() == 0:
+            return None
+        idx = pool[torch.randint(pool.numel(), (batch_size,), generator=self._gen if generator is None else generator)]
+        return self._assemble(idx, *self._window(idx, 1)[1:], 1, 0.99)["obs"]
+
+    def count_task(self, task: int) -> int:
+        """Sampleable 1-step transitions stored with task index ``task`` (O(capacity))."""
+        if len(self) == 0:
+            return 0
+        pool = self._valid_host(1)
+        return int((self._tasks.view(-1).cpu().index_select(0, pool) == int(task)).sum())
+
     # ------------------------------------------------------------------ accounting
 
     def nbytes(self) -> int:

@@ -1,7 +1,10 @@
 """``crl.run``: everything between a resolved config and a finished run directory.
 
 Every check a user can fail (names, ranges, scenario, spaces) happens before the run
-directory is created, so bad input never leaves or overwrites anything.
+directory is created, so bad input never leaves or overwrites anything. An exception raised by
+the code of a user's scenario file is reported as one line naming the file and line
+(:func:`crl.scenario.user_code_errors`); when that code runs during training (an env wrapper's
+``step``), the run directory exists by then and keeps what the run wrote.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from crl.errors import UserError, did_you_mean
 COMMANDS = {
     "atari": "DQN on one Atari game (--game)",
     "gym": "DQN on a gymnasium env with discrete actions (--env-id)",
+    "minatar": "DQN on one MinAtar game (--game), the MinAtar paper's reference DQN",
     "run": "run a scenario: a registered name or a .py file that registers one",
     "compare": "plots and tables with confidence intervals from run directories",
     "sweep": "run a grid of runs (Ray Tune, or one after another), then compare them",
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         command = _command(argv)
-        if command in ("atari", "gym", "run"):
+        if command in ("atari", "gym", "minatar", "run"):
             return _run_or_help(argv)
         if command == "help":
             from crl.help import main as help_main

@@ -356,8 +356,9 @@ def _missing_error(tag: str, runs: Sequence[Run], every: list[str]) -> UserError
     emptied = [r for r in lacking if tag in r.emptied]
     why = (f"; in {_names(emptied)} all its points were purged by a --resume from an earlier step and not "
            "logged again" if emptied else "")
+    hint = "" if tag in every else f"; {_close(tag, every)}"  # a tag other runs have needs no spelling hint
     return UserError(f"crl compare: tag '{tag}' is missing from {len(lacking)} of {len(runs)} runs "
-                     f"({_names(lacking)}){why}; {_close(tag, every)}")
+                     f"({_names(lacking)}){why}{hint}")
 
 
 def select_tags(runs: Sequence[Run], patterns: Sequence[str] | None) -> tuple[list[str], list[str]]:
@@ -409,10 +410,12 @@ def tag_filename(tag: str) -> str:
 
 
 def task_count(run: Run) -> int | None:
-    """Tasks the run has seen: the largest ``forgetting/num_tasks`` (stream positions, so a task
+    """Tasks the run has seen: the largest finite ``forgetting/num_tasks`` (stream positions, so a task
     met again in a later cycle counts again), else its number of ``eval/*/score`` tags, else None."""
-    if "forgetting/num_tasks" in run.scalars:
-        return int(np.nanmax(run.scalars["forgetting/num_tasks"][1]))
+    counts = run.scalars.get("forgetting/num_tasks", (None, np.array([])))[1]
+    counts = counts[np.isfinite(counts)]
+    if counts.size:
+        return int(counts.max())
     evals = [t for t in run.scalars if fnmatch.fnmatchcase(t, "eval/*/score")]
     return len(evals) or None
 

@@ -171,7 +171,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "supervised": dict(agent="classifier", torso="mlp", mlp_hidden="100,100", optimizer="adam", lr=1e-3,
                        adam_eps=1e-8, batch_size=32, epochs=20.0, steps=1_000, eval_every=1_000_000_000,
                        checkpoint_every=1_000_000_000, log_every=50, metrics_every=500, max_grad_norm=0.0),
+    # MinAtar's reference DQN (Young & Tian 2019 and examples/dqn.py of kenjyoung/MinAtar); every value and its
+    # source: README.md, section "MinAtar". One env, one update per env step, no double DQN, no gradient clip.
+    "minatar": dict(agent="dqn", torso="minatar", full_action_space=True, num_envs=1, steps=5_000_000,
+                    buffer_size=100_000, batch_size=32, learning_starts=5_000, train_freq=1, target_update=1_000,
+                    eps_start=1.0, eps_end=0.1, eps_decay_steps=100_000, gamma=0.99, n_step=1, double_dqn=False,
+                    clip_rewards=False, optimizer="rmsprop", lr=2.5e-4, rmsprop_alpha=0.95, rmsprop_eps=0.01,
+                    rmsprop_centered=True, max_grad_norm=0.0, minatar_sticky_actions=0.1,
+                    minatar_difficulty_ramping=True, v_min=-10.0, v_max=100.0, eval_every=250_000, eval_episodes=10,
+                    eval_eps=0.0, eval_max_steps=10_000, checkpoint_every=250_000, log_every=1_000),
 }
+PRESETS["sequential-minatar"] = {**PRESETS["minatar"], "steps": 500_000, "cycles": 2, "eval_every": 100_000,
+                                 "checkpoint_every": 100_000}  # shorter: 5 games x 2 cycles x 500k = 5M env steps
 
 
 def field_help(f: dataclasses.Field) -> str:

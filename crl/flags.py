@@ -23,6 +23,7 @@ from crl.registry import AGENTS, SCENARIOS, load_builtins
 RUN_COMMANDS = {
     "atari": ("atari", "DQN on one Atari game (--game)"),
     "gym": ("gym", "DQN on a gymnasium env with discrete actions (--env-id)"),
+    "minatar": ("minatar", "DQN on one MinAtar game (--game), the MinAtar paper's reference DQN"),
     "run": ("auto", "run a scenario: a registered name or a .py file that registers one"),
 }
 

@@ -1,4 +1,4 @@
-"""Run directory, TensorBoard event files, config.yaml, summary.json and the progress bar.
+"""Run directory, TensorBoard event files, config.yaml, summary.json and the progress display.
 
 Tag scheme (same for every agent, see DESIGN.md): ``train/*``, ``eval/<task>/*``,
 ``plasticity/<metric>`` and ``plasticity/<layer>/<metric>``, ``forgetting/*``, ``perf/*``.
@@ -48,9 +48,10 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
-        # A resumed run (start_step > 0, the step of its checkpoint) purges events logged after that
-        # checkpoint, so curves never double back. Everything logged *at* that step (the evaluation,
-        # train/* scalars, forgetting/* at a task end) came before the checkpoint and is kept, hence + 1.
+        # A resumed run (start_step > 0, the step of its checkpoint) purges the events logged after that
+        # checkpoint, so curves never double back. What the runner logs *at* that step (the evaluation,
+        # train/* scalars, forgetting/* at a task end) comes before the checkpoint and must stay, hence
+        # + 1; the DQN learner logs everything after a checkpoint at later env steps.
         self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step + 1 if start_step else None)
         self.latest: dict[str, float] = {}
         tty = sys.stderr.isatty()
@@ -59,7 +60,7 @@ class RunLogger:
         self._total = total_steps
         self._line_every = plain_line_interval(cfg.log_every, total_steps) if cfg.progress and not tty else 0
         self._line_bucket = start_step // self._line_every if self._line_every else 0
-        self._step = start_step
+        self._step = self._line_step = start_step  # where the run is; where the last plain line was
         self._last_return = float("nan")
         self._t0, self._s0 = time.perf_counter(), start_step
 
@@ -104,6 +105,7 @@ class RunLogger:
         elif "train/loss" in self.latest:  # supervised learners have no episodes
             line += f"  loss {self.latest['train/loss']:.4g}"
         print(line, file=sys.stderr, flush=True)
+        self._line_step = step
 
     def flush(self) -> None:
         self.writer.flush()
@@ -131,7 +133,7 @@ class RunLogger:
         atomic_write(self.run_dir / "summary.json", text.encode())
 
     def close(self) -> None:
-        if self._line_every and self._step > self._line_bucket * self._line_every:  # where it ended, if not shown
+        if self._line_every and self._step > self._line_step:  # where the run ended, if no line showed it
             self._print_line(self._step, self._sps(self._step))
         self._bar.close()
         self.writer.flush()

@@ -792,3 +792,39 @@ class LRSchedule:
         self._step = int(state["step"])
         self._horizon = int(state["horizon"])
         self._apply()
+
+
+# --------------------------------------------------------------------------- RMSprop (MinAtar's reference)
+
+
+@dataclass
+class RMSpropOptions:
+    """RMSprop; defaults: centered, as the MinAtar reference DQN (Young & Tian 2019, examples/dqn.py)."""
+
+    rmsprop_alpha: float = option(0.95, "RMSprop: decay of the squared-gradient average (MinAtar reference 0.95)",
+                                  check="unit")
+    rmsprop_eps: float = option(0.01, "RMSprop: added to the root of the (centered) average (MinAtar reference 0.01)",
+                                check="non_negative")
+    rmsprop_centered: bool = option(True, "RMSprop: divide by the root of the gradient variance, not of its second "
+                                          "moment (Graves 2013; MinAtar reference: on)")
+    rmsprop_momentum: float = option(0.0, "RMSprop: momentum (MinAtar reference 0)", check="non_negative")
+
+
+@OPTIMIZERS.register("rmsprop", "RMSprop (torch.optim.RMSprop), centered by default: the MinAtar reference DQN's "
+                                "optimizer", options=RMSpropOptions)
+def _build_rmsprop(named, *, lr, eps, weight_decay, muon_exclude, alpha=None, rms_eps=None, centered=None,
+                   momentum=None):
+    """``eps`` (the Adam epsilon the learners pass) is not used: RMSprop's is ``--rmsprop-eps``. The
+    keywords default to the run's options (``crl.options.current``), else RMSpropOptions' defaults."""
+    from crl.options import current
+
+    o = current(RMSpropOptions)
+    return torch.optim.RMSprop(
+        _params(named),
+        lr=lr,
+        alpha=o.rmsprop_alpha if alpha is None else alpha,
+        eps=o.rmsprop_eps if rms_eps is None else rms_eps,
+        weight_decay=weight_decay,
+        momentum=o.rmsprop_momentum if momentum is None else momentum,
+        centered=o.rmsprop_centered if centered is None else centered,
+    )

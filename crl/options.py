@@ -93,8 +93,9 @@ def declare_options(cls: type, title: str, in_play: Callable[[Any], bool]) -> ty
 
 
 def option_fields() -> dict[str, dataclasses.Field]:
-    """Every declared option by name, in declaration order."""
-    return {f.name: f for cls in TABLE.classes for f in dataclasses.fields(cls)}
+    """Every declared option by name: the common ones first, then each class in declaration order."""
+    classes = sorted(TABLE.classes, key=lambda cls: not is_common(cls))
+    return {f.name: f for cls in classes for f in dataclasses.fields(cls)}
 
 
 def owner(name: str) -> type | None:

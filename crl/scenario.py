@@ -136,7 +136,7 @@ def register_scenario(name: str, help: str = "user-defined scenario", **meta):
 def build_scenario(name: str, cfg) -> Scenario:
     scenario = SCENARIOS.get(name)(cfg)
     if not isinstance(scenario, Scenario):
-        raise UserError(f"--scenario: '{name}' returned {type(scenario).__name__}, expected crl.Scenario")
+        raise UserError(f"crl run: scenario '{name}' returned {type(scenario).__name__}, expected crl.Scenario")
     scenario.validate()
     return scenario
 
@@ -165,7 +165,9 @@ def user_frame(err: BaseException) -> tuple[str, int] | None:
 
 
 def user_error_line(err: BaseException, frame: tuple[str, int]) -> str:
-    message = (str(err).strip().splitlines() or [""])[0]
+    """``scenario file F (line N): Type: first line of the message``."""
+    text = err.msg if isinstance(err, SyntaxError) else str(err)  # str() of a SyntaxError repeats file and line
+    message = (text.strip().splitlines() or [""])[0]
     return f"scenario file {frame[0]} (line {frame[1]}): {type(err).__name__}" + (f": {message}" if message else "")
 
 

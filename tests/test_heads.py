@@ -383,7 +383,7 @@ def test_registry_factories_pass_arguments_through():
     assert h.transform.num_bins == 21 and h.transform.sigma == pytest.approx(2.0 * 10 / 21)
     assert HEADS.get("scalar-mse")(make_config()).kind == "mse"
     assert HEADS.get("scalar-huber")(make_config()).kind == "huber"
-    c = HEADS.get("c51")(21, -5.0, 5.0, 2.0)
+    c = HEADS.get("c51")(make_config(num_bins=21, v_min=-5.0, v_max=5.0))
     assert c.support.atoms[0].item() == -5.0 and c.support.num_atoms == 21
 
 
@@ -391,6 +391,6 @@ def test_registry_unknown_and_bad_values_raise_user_error():
     with pytest.raises(UserError, match="--head"):
         HEADS.get("hl-gaus")
     with pytest.raises(UserError):
-        HEADS.get("c51")(1, -10.0, 10.0, 0.75)
+        HEADS.get("c51")(make_config(num_bins=1))
     with pytest.raises(UserError):
-        HEADS.get("twohot")(51, 10.0, -10.0, 0.75)
+        HEADS.get("twohot")(make_config(v_min=10.0, v_max=-10.0))

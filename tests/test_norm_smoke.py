@@ -31,7 +31,7 @@ GYM = ["gym", "--env-id", "CartPole-v1", "--steps", "200", "--learning-starts", 
 # with --learning-starts 20 and the Atari preset's --train-freq 4: 5 updates
 ATARI = ["atari", "--game", "pong", "--num-envs", "1", "--steps", "40", "--learning-starts", "20",
          "--batch-size", "4", "--buffer-size", "512", "--eval-every", "40", "--eval-episodes", "1",
-         "--eval-max-steps", "10", "--log-every", "8", "--impala-width", "1"]
+         "--eval-max-steps", "10", "--log-every", "8"]
 COMMON = ["--no-progress", "--metrics-every", "0", "--device", "cpu", "--seed", "0", "--no-checkpoint-replay"]
 
 

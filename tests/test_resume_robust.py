@@ -131,11 +131,15 @@ def wrapped_file(tmp_path_factory) -> Path:
 
 def test_user_file_with_own_wrapper_sigkill_then_resume_in_new_process_is_exact(wrapped_file, tmp_path, capsys):
     root = tmp_path / "runs"
-    assert main(["run", str(wrapped_file), *_args(root, "--steps", "900", "--name", "ref")]) == 0
+    run = ("--steps", "600", "--eval-every", "200", "--checkpoint-every", "200")
+    assert main(["run", str(wrapped_file), *_args(root, *run, "--name", "ref")]) == 0
     reference = _run_dir(root, "ref")
 
-    argv = [sys.executable, "-m", "crl.cli", "run", str(wrapped_file), *_args(root, "--steps", "900", "--name", "k")]
-    proc = subprocess.Popen(argv, cwd=REPO, env=_env("1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Killed in a process with another hash seed than this one, which resumes it: the wrapper class
+    # pickled with the env must be found under the same module name in both.
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    argv = [sys.executable, "-m", "crl.cli", "run", str(wrapped_file), *_args(root, *run, "--name", "k")]
+    proc = subprocess.Popen(argv, cwd=REPO, env=_env(seed), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = _wait_for_first_checkpoint(proc, root, "k")
     delay = random.Random(11).uniform(0.0, 1.0)  # seeded: the same "random" moment on every run of the test
     time.sleep(delay)
@@ -144,20 +148,17 @@ def test_user_file_with_own_wrapper_sigkill_then_resume_in_new_process_is_exact(
     proc.communicate()
     assert not (run_dir / "summary.json").exists(), f"killed after {delay:.2f} s: too late"
 
-    # Another process with another hash seed: the wrapper class must be found under the same module name.
-    done = subprocess.run([sys.executable, "-m", "crl.cli", "run", str(wrapped_file), "--resume", str(run_dir)],
-                          cwd=REPO, env=_env("2"), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    step = load_latest_checkpoint(run_dir)["runner"]["global_step"]
-    assert step == 900
-    assert f"resuming {run_dir} from step " in done.stderr
+    capsys.readouterr()
+    assert main(["run", str(wrapped_file), "--resume", str(run_dir)]) == 0
+    assert f"resuming {run_dir} from step " in capsys.readouterr().err
+    assert load_latest_checkpoint(run_dir)["runner"]["global_step"] == 600
     _assert_same_weights(reference, run_dir)
-    ref, got = _strict_json((reference / "summary.json").read_text()), _strict_json((run_dir / "summary.json").read_text())
+    ref, got = (_strict_json((d / "summary.json").read_text()) for d in (reference, run_dir))
     ref.pop("run_dir"), got.pop("run_dir")
     assert got == ref
     # Every point of every curve, the evaluation at the checkpoint's step included, is there exactly once.
     assert _scalars(run_dir) == _scalars(reference)
-    assert [s for s, _ in _scalars(run_dir)["eval/half/score"]] == [300, 600, 900]
+    assert [s for s, _ in _scalars(run_dir)["eval/half/score"]] == [200, 400, 600]
 
 
 # ----------------------------------------------------------------------------- 2. resume of a finished run
@@ -238,6 +239,44 @@ def test_larger_steps_continue_a_finished_run_like_a_longer_run(finished, tmp_pa
     assert _files(run_dir) == before
 
 
+def test_finished_run_without_summary_is_only_finalised(finished, tmp_path, capsys):
+    """Killed between the final checkpoint and summary.json: the resume writes the summary, trains nothing."""
+    run_dir = _copy(finished[0], tmp_path)
+    expected = _strict_json((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").unlink()
+    weights = _weights(run_dir)
+    assert main(["gym", "--resume", str(run_dir)]) == 0
+    got = _strict_json((run_dir / "summary.json").read_text())
+    assert got["global_step"] == 900 and got["eval_matrix"] == expected["eval_matrix"]
+    assert got["final_scores"] == expected["final_scores"]
+    new = _weights(run_dir)
+    assert all(torch.equal(new[k], weights[k]) for k in weights)
+
+
+OWN_BUDGET = '''import crl
+
+
+@crl.register_scenario("own-budget-resume-test", "CartPole for 200 steps", kind="rl")
+def own(cfg):
+    return crl.Scenario("own-budget-resume-test", [crl.RLTask("a", crl.gym_env_factory("CartPole-v1"), steps=200)])
+'''
+
+
+def test_steps_cannot_change_for_a_task_with_its_own_budget(tmp_path, capsys):
+    path = tmp_path / "own.py"
+    path.write_text(OWN_BUDGET)
+    root = tmp_path / "runs"
+    assert main(["run", str(path), *_args(root, "--name", "own")]) == 0
+    run_dir = _run_dir(root, "own")
+    before = _files(run_dir)
+    capsys.readouterr()
+    assert main(["run", str(path), "--resume", str(run_dir), "--steps", "400"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line == ("error: --steps: task 'a' of scenario 'own-budget-resume-test' sets its own budget (200 steps); "
+                    "--steps does not change it"), line
+    assert _files(run_dir) == before
+
+
 TWO_TASKS = '''import crl
 
 
@@ -269,7 +308,7 @@ def test_steps_cannot_change_on_resume_of_a_multi_task_run(tmp_path, capsys):
 # ----------------------------------------------------------------------------- 4. strict summary.json
 
 
-def test_sigint_mid_task_leaves_strict_json_summary(tmp_path):
+def test_sigint_mid_task_leaves_strict_json_summary(tmp_path, capsys):
     root = tmp_path / "runs"
     argv = [sys.executable, "-m", "crl.cli", *gym_args(root, *SCHEDULE, "--steps", "3000", "--name", "int")]
     proc = subprocess.Popen(argv, cwd=REPO, env=_env("0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -281,6 +320,14 @@ def test_sigint_mid_task_leaves_strict_json_summary(tmp_path):
     assert summary["stopped_early"] and summary["stop_signal"] == "SIGINT"
     assert summary["global_step"] < 3000
     assert summary["eval_matrix"] == [[None]] and summary["final_scores"] == {"CartPole-v1": None}  # not evaluated yet
+
+    # A budget below the steps it has done cannot be given on resume; nothing changes.
+    before = _files(run_dir)
+    assert main(["gym", "--resume", str(run_dir), "--steps", "100"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    done = summary["global_step"]
+    assert line == f"error: --steps: {run_dir} has already trained {done} steps; give at least that many"
+    assert _files(run_dir) == before
 
 
 # ----------------------------------------------------------------------------- 5. errors in the user's file

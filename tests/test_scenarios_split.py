@@ -11,11 +11,12 @@ from _tiny_datasets import write_cifar10, write_cifar100, write_mnist
 from crl.cli import main
 from scenarios.datasets import load_cifar10, load_cifar100, load_dataset, load_mnist
 
-FAST = ["--no-progress", "--metrics-every", "0", "--epochs", "1", "--batch-size", "8", "--mlp-hidden", "16"]
+FAST = ["--no-progress", "--metrics-every", "0", "--epochs", "1", "--batch-size", "8"]
 
 
 def _run(tmp_path, *argv) -> dict:
-    assert main(["run", *argv, "--run-dir", str(tmp_path / "runs"), "--name", "r", *FAST]) == 0
+    small = [] if "--torso" in argv else ["--mlp-hidden", "16"]  # the MLP's option only where the MLP is used
+    assert main(["run", *argv, "--run-dir", str(tmp_path / "runs"), "--name", "r", *FAST, *small]) == 0
     (path,) = (tmp_path / "runs").glob("*/*/r/summary.json")
     return json.loads(path.read_text())
 

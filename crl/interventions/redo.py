@@ -7,15 +7,24 @@ Learning", ICML 2023, arXiv 2302.12902; code ``google/dopamine: dopamine/labs/re
 Every ``--redo-every`` optimizer updates (default 1,000, the paper's DQN recycling period as
 we read it; the Dopamine class default is 200,000):
 
-1. **Score** on a batch of inputs, ``run.learner.probe_batch(run.task)`` (the fixed
-   256-state probe of the current task that the dormant-unit metric also uses; the
-   recycle is skipped while the learner has none yet). For every hidden layer,
+1. **Score** on a fresh batch of ``--redo-batch-size`` (256) inputs drawn at every recycle,
+   ``run.learner.scoring_batch(size)``: for DQN a uniform sample of replay transitions
+   collected in the *current task* (task ids are stored with each transition), as
+   Dopamine's ReDo agents draw a new replay batch at each recycle (``RecycledDQNAgent.
+   get_intermediates``, ``batch_size_statistics=256``; with task ids known we
+   keep to the current task's data; Dopamine has one task); for the classifier a uniform
+   sample of the current task's training inputs. The recycle is skipped while there is none
+   (a learner without ``scoring_batch`` falls back to its ``probe_batch(task)``). For every hidden layer,
    ``s_i = E|h_i| / ((1/H) sum_k E|h_k|)`` of the post-activation output (conv: per channel,
    mean over batch and positions), scored by :func:`crl.metrics.plasticity.dormant_units_mask`;
    unit ``i`` is dormant iff ``s_i <= tau`` (``--redo-tau``, default 0.1, the paper's
    threshold for its DQN recycling experiments as we read them; Dopamine's class default is
-   0.0). The forward pass runs in the network's current mode, without gradient, and every
-   buffer (BatchNorm running statistics) is restored after it.
+   0.0). The forward pass runs in the network's current mode (training mode during
+   training: the activations the updates see), without gradient, inside
+   :func:`crl.nn.norms.state.preserved`: every norm state (buffers such as running statistics,
+   and Python counters such as PowerNorm's and UN's ``_t`` or AdaB2N's batch counter and eta)
+   is bit-identical after it. Dopamine's networks have no norms, so its scoring pass has no
+   such state to leave alone.
 2. **Incoming weights** of each dormant unit (its row of the Block's ``Linear`` or its output
    channel of the Block's ``Conv2d``) are drawn fresh from the layer's own initialiser
    (``--redo-init layer``: ``reset_parameters`` of a copy of the layer, PyTorch's default
@@ -65,6 +74,7 @@ from crl.hooks import Hook
 from crl.interventions.reset import _log
 from crl.metrics.plasticity import dormant_units_mask
 from crl.nn.blocks import Block
+from crl.nn.norms import state as norm_state
 from crl.options import option
 from crl.registry import INTERVENTIONS
 
@@ -167,13 +177,14 @@ def _zero_state(optimizer: torch.optim.Optimizer, p: nn.Parameter, dim: int, idx
 class ReDo(Hook):
     name = "redo"
 
-    def __init__(self, tau: float = 0.1, every: int = 1000, init: str = "layer"):
+    def __init__(self, tau: float = 0.1, every: int = 1000, init: str = "layer", batch_size: int = 256):
         if init not in INITS:
             raise UserError(f"--redo-init: unknown init '{init}'; accepted: {', '.join(INITS)}")
-        self.tau, self.every, self.init = float(tau), int(every), init
+        self.tau, self.every, self.init, self.batch_size = float(tau), int(every), init, int(batch_size)
         self.layers: list[Recyclable] = []
         self.norm_init: dict[str, torch.Tensor] = {}
         self.recycled_total = 0
+        self.last_inputs: torch.Tensor | None = None
         self._updates = 0
 
     # ------------------------------------------------------------------ setup
@@ -191,21 +202,19 @@ class ReDo(Hook):
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
     def dormant_masks(self, network: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
-        """Dormant mask (units,) of every recyclable layer on ``inputs``; buffers are restored."""
+        """Dormant mask (units,) of every recyclable layer on ``inputs``; every norm state is restored."""
         acts: dict[int, torch.Tensor] = {}
         handles = []
         for i, rec in enumerate(self.layers):
             def grab(_m, _inp, out, i=i):
                 acts[i] = out
             handles.append(rec.block.activation_module().register_forward_hook(grab))
-        saved = {n: b.clone() for n, b in network.named_buffers()}
         try:
-            network(inputs)
+            with norm_state.preserved(network):
+                network(inputs)
         finally:
             for h in handles:
                 h.remove()
-            for n, b in network.named_buffers():
-                b.copy_(saved[n])
         return [dormant_units_mask(acts[i].float(), self.tau) for i in range(len(self.layers))]
 
     # ------------------------------------------------------------------ recycling
@@ -264,7 +273,11 @@ class ReDo(Hook):
         if self._updates % self.every:
             return
         learner = run.learner
-        inputs = learner.probe_batch(run.task)
+        if hasattr(learner, "scoring_batch"):
+            inputs = learner.scoring_batch(self.batch_size)
+        else:
+            inputs = learner.probe_batch(run.task)
+        self.last_inputs = inputs  # what the last recycle scored (tests, debugging)
         if inputs is None:
             return
         counts = self.recycle(learner.network, learner.optimizer, inputs)
@@ -289,6 +302,8 @@ class RedoOptions:
     redo_tau: float = option(0.1, "a unit is dormant when its normalised mean |activation| is <= this",
                                   check="non_negative")
     redo_every: int = option(1000, "optimizer updates between recycles", check="positive")
+    redo_batch_size: int = option(256, "states scored at each recycle, drawn fresh from the current task's data "
+                                       "(Dopamine: batch_size_statistics=256)", check="positive")
     redo_init: str = option("layer", "incoming-weight init of recycled units: layer (the layer's own "
                                      "reset_parameters) or xavier (xavier_uniform, as Dopamine)",
                                      choices=("layer", "xavier"))
@@ -301,4 +316,4 @@ def redo(cfg) -> ReDo:
         raise UserError(f"--redo-every: must be > 0, got {cfg.redo_every}")
     if not cfg.redo_tau >= 0:
         raise UserError(f"--redo-tau: must be >= 0, got {cfg.redo_tau}")
-    return ReDo(cfg.redo_tau, cfg.redo_every, cfg.redo_init)
+    return ReDo(cfg.redo_tau, cfg.redo_every, cfg.redo_init, cfg.redo_batch_size)

@@ -4,7 +4,9 @@
 
 :class:`PlasticityHook` (on when ``--metrics-every`` > 0)
     Every ``metrics_every`` env steps, on the learner's fixed probe batch of the current task
-    (``learner.probe_batch(task)``), network in eval mode (no running-statistic updates):
+    (``learner.probe_batch(task)``: 256 inputs of that task's own data, drawn once per task),
+    network in eval mode inside :func:`crl.nn.norms.state.preserved` (every norm buffer and
+    counter is bit-identical afterwards):
 
     ========================================  ==================================================
     tag                                       meaning (functions of :mod:`crl.metrics.plasticity`)
@@ -89,6 +91,7 @@ from crl.errors import UserError
 from crl.hooks import Hook
 from crl.metrics import forgetting as F
 from crl.metrics import plasticity as P
+from crl.nn.norms import state as norm_state
 from crl.options import declare_options, option
 
 TAUS = (0.0, 0.025, 0.1)
@@ -285,18 +288,15 @@ class PlasticityHook(Hook):
         output_layer = getattr(net, "output_layer", None)
         if isinstance(output_layer, nn.Module):
             handles.append(output_layer.register_forward_hook(keep_features))
-        modes = [(m, m.training) for m in net.modules()]
         try:
-            net.eval()
-            output = net(probe)
+            with norm_state.preserved(net), norm_state.eval_mode(net):  # no norm state changes, modes restored
+                output = net(probe)
+                features = captured.get("features")
+                if features is None and hasattr(net, "features"):
+                    features = net.features(probe)
         finally:
             for h in handles:
                 h.remove()
-            for m, mode in modes:
-                m.training = mode
-        features = captured.get("features")
-        if features is None and hasattr(net, "features"):
-            features = net.features(probe)
 
         out: dict[str, float] = {}
         if acts:

@@ -7,3 +7,4 @@ can replace ``dense`` by a SoftMoE over per-position tokens.
 """
 from crl.nn.torsos import impala, mlp, nature  # noqa: F401  (registration)
 from crl.nn.torsos import resnet18, small_cnn  # noqa: F401,E402  (registration; supervised torsos)
+from crl.nn.torsos import minatar  # noqa: F401,E402  (registration; MinAtar reference network)
