@@ -29,6 +29,10 @@ Written to ``--out``:
     event files that restart or are cut off. ``crl compare`` also prints it.
 ``runs.csv``
     The final value of every run and tag (group, run directory, seed, tag, step, value).
+``aggregate.md`` / ``aggregate.csv`` (``--aggregate PATTERN``)
+    Per group, IQM, mean, median and optimality gap over the ``(runs, tasks)`` matrix of final
+    values of the tags matching ``PATTERN`` (one tag per task or game), each with a 95%
+    stratified-bootstrap CI, as ``rliable`` (:mod:`crl.aggregate`). ``crl compare`` prints it.
 
 Tags (``--tags``) are exact names or shell-style patterns (``eval/*/score``); default:
 ``eval/*/score``, ``train/episode_return``, ``forgetting/*`` and the network-level
@@ -606,10 +610,41 @@ def _unique_png(tag: str, used: set[Path], out: Path) -> Path:
     return path
 
 
+def aggregate_scores(groups: dict[str, list[Run]], pattern: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The tags matching ``pattern`` (the tasks) and, per group, the ``(runs, tasks)`` matrix of
+    final values; a run lacking one of the tasks is a UserError (the bootstrap needs every cell)."""
+    every = sorted({t for members in groups.values() for r in members for t in r.scalars})
+    tasks = [t for t in every if fnmatch.fnmatchcase(t, pattern)]
+    if not tasks:
+        raise UserError(f"crl compare: --aggregate '{pattern}' matches no tag; {_close(pattern, every)}")
+    matrices = {}
+    for label, members in groups.items():
+        for r in members:
+            missing = [t for t in tasks if t not in r.scalars]
+            if missing:
+                raise UserError(f"crl compare: --aggregate: run {r.path} has no {', '.join(missing[:3])}; aggregate "
+                                "runs of the same tasks")
+        matrices[label] = np.array([[r.final(t)[1] for t in tasks] for r in members])
+    return tasks, matrices
+
+
+def write_aggregate(groups: dict[str, list[Run]], pattern: str, gamma: float, out: Path, resamples: int,
+                    seed: int) -> str:
+    """``aggregate.md`` / ``aggregate.csv`` (crl/aggregate.py); returns the Markdown."""
+    from crl.aggregate import aggregate_table
+
+    tasks, matrices = aggregate_scores(groups, pattern)
+    rows, md = aggregate_table(matrices, tasks, gamma, resamples, seed)
+    _write_csv(out / "aggregate.csv", ["group", "metric", "value", "ci_low", "ci_high", "n_runs", "n_tasks"], rows)
+    (out / "aggregate.md").write_text(md, encoding="utf-8")
+    return md
+
+
 def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str | Path = "crl-compare",
-            resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+            resamples: int = DEFAULT_RESAMPLES, seed: int = 0, aggregate: str | None = None,
+            gamma: float = 1.0) -> dict[str, Any]:
     """Read the runs, write the PNGs and tables to ``out``; returns what was written (``markdown``:
-    the table as written, ``notes``: its notes)."""
+    the table as written, ``notes``: its notes; ``aggregate``: the Markdown of ``--aggregate``)."""
     _check_resamples(resamples)
     runs = [read_run(p) for p in find_runs(run_dirs)]
     chosen, tag_notes = select_tags(runs, tags)
@@ -628,11 +663,12 @@ def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str
         for tag, path in zip(plan, plots):
             plot_tag(plan[tag], tag, path, resamples, seed, colors)
         rows, md = write_tables(plan, out, resamples, seed, notes)
+        agg = write_aggregate(groups, aggregate, gamma, out, resamples, seed) if aggregate else ""
     except OSError as err:
         raise UserError(f"crl compare: cannot write to --out {out}: {err.strerror or err}") from None
     return {"runs": [r.path for r in runs], "groups": {k: [r.path for r in v] for k, v in groups.items()},
             "tags": list(plan), "plots": plots, "table": out / "final_values.md", "csv": out / "final_values.csv",
-            "runs_csv": out / "runs.csv", "rows": rows, "markdown": md, "notes": notes}
+            "runs_csv": out / "runs.csv", "rows": rows, "markdown": md, "notes": notes, "aggregate": agg}
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -653,12 +689,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help=f"bootstrap resamples of every band and interval, plots and tables "
                         f"(default: {DEFAULT_RESAMPLES}; {RESAMPLE_RANGE[0]} to {RESAMPLE_RANGE[1]})")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    p.add_argument("--aggregate", metavar="PATTERN", default=None,
+                   help="also aggregate the final values of the tags matching PATTERN (one tag per task or game, "
+                        "e.g. 'eval/*/score'): IQM, mean, median and optimality gap with stratified-bootstrap CIs, "
+                        "as rliable (aggregate.md/.csv)")
+    p.add_argument("--gamma", type=float, default=1.0,
+                   help="target of the optimality gap (default: 1.0, for normalised scores)")
     p.set_defaults(command="compare")
     return p
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    result = compare(args.run_dirs, args.tags, args.out, args.resamples, args.seed)
+    result = compare(args.run_dirs, args.tags, args.out, args.resamples, args.seed, args.aggregate, args.gamma)
     print(f"compared {len(result['runs'])} runs in {len(result['groups'])} group(s), {len(result['tags'])} tag(s)")
     for label, paths in result["groups"].items():
         print(f"  {label}: {len(paths)} run(s)")
@@ -666,4 +708,7 @@ def main_from_args(args: argparse.Namespace) -> int:
           f"in {Path(args.out)}")
     print()
     print(result["markdown"], end="")
+    if result["aggregate"]:
+        print()
+        print(result["aggregate"], end="")
     return 0

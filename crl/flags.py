@@ -97,9 +97,9 @@ def add_option_groups(parser, groups: dict[type, str], defaults: Config, hidden:
 
 
 def group_title(cls: type, who: str) -> str:
-    """``agent dqn (DQN settings)``: the component and the first line of the class docstring."""
+    """``agent dqn - DQN settings``: the component and the first line of the class docstring."""
     doc = (cls.__doc__ or "").strip().splitlines()[0].rstrip(".") if cls.__doc__ else ""
-    return f"{who} ({doc})" if doc else who
+    return f"{who} - {doc}" if doc else who
 
 
 def _group_titles(in_play: dict[type, str]) -> dict[type, str]:

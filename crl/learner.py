@@ -1,6 +1,6 @@
 """What every crl learner's update ends with, written once.
 
-A learner (see DESIGN.md) exposes ``cfg``, ``network``, ``optimizer``, ``schedule``,
+A learner (see docs/design.md) exposes ``cfg``, ``network``, ``optimizer``, ``schedule``,
 ``updates`` and ``run``; after ``loss.backward()`` it calls :func:`optimizer_step`.
 """
 from __future__ import annotations

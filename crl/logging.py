@@ -1,12 +1,13 @@
 """Run directory, TensorBoard event files, config.yaml, summary.json and the progress display.
 
-Tag scheme (same for every agent, see DESIGN.md): ``train/*``, ``eval/<task>/*``,
+Tag scheme (same for every agent, see docs/design.md): ``train/*``, ``eval/<task>/*``,
 ``plasticity/<metric>`` and ``plasticity/<layer>/<metric>``, ``forgetting/*``, ``perf/*``.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,16 @@ def plain_line_interval(log_every: int, total_steps: int) -> int:
     run to about :data:`LINES_PER_RUN` lines (a tiny ``--log-every`` must not flood a log file).
     Counted in steps, not seconds, so the lines of a run are the same on every machine."""
     return log_every * max(1, math.ceil(total_steps / (LINES_PER_RUN * log_every)))
+
+
+def _terminal_with_width(stream) -> bool:
+    """Whether ``stream`` is a terminal that tqdm can draw on: a pseudo-terminal of 0 columns (some
+    batch systems and containers allocate one without a size) gets plain lines instead of a bar
+    tqdm would draw 0 characters wide."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):  # no file descriptor (e.g. a StringIO)
+        return False
 
 
 def strict_json(value: Any) -> Any:
@@ -54,7 +65,7 @@ class RunLogger:
         # + 1; the DQN learner logs everything after a checkpoint at later env steps.
         self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step + 1 if start_step else None)
         self.latest: dict[str, float] = {}
-        tty = sys.stderr.isatty()
+        tty = _terminal_with_width(sys.stderr)
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                          disable=not (cfg.progress and tty), file=sys.stderr)
         self._total = total_steps
@@ -80,8 +91,9 @@ class RunLogger:
 
         Learners call this with their train/* scalars (every ``--log-every`` steps) and the runner
         after each chunk. On a terminal the tqdm bar moves (tqdm redraws at most every 0.1 s); with
-        stderr not a terminal (nohup, Slurm, CI) a plain line is printed each time ``step`` enters a
-        new multiple of :func:`plain_line_interval`. ``--no-progress`` turns both off.
+        stderr not a terminal (nohup, Slurm, CI) or one of 0 columns, a plain line is printed each
+        time ``step`` enters a new multiple of :func:`plain_line_interval`. ``--no-progress`` turns
+        both off.
         """
         self._step = step
         sps = self._sps(step)

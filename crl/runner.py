@@ -1,6 +1,6 @@
 """THE runner: device, seeding, task loop, evaluation schedule, checkpoints and hooks.
 
-It owns the loop of DESIGN.md: for each task of the scenario's stream it calls
+It owns the loop of docs/design.md: for each task of the scenario's stream it calls
 ``learner.train(task, chunk)`` chunk by chunk, evaluates every task of the scenario every
 ``eval_every`` steps and at each task end, filling the eval matrix
 ``R[i, j]`` = score on task j after training on stream position i, and checkpoints
