@@ -72,7 +72,7 @@ from crl.errors import UserError
 from crl.nn.network import Introspectable, build_torso
 from crl.nn.norms import state as norm_state
 from crl.interventions import nap
-from crl.optim import LRSchedule, build_optimizer
+from crl.optim import LRSchedule, build_optimizer, optimizer_args
 from crl.options import option
 from crl.registry import AGENTS
 from crl.learner import optimizer_step
@@ -242,15 +242,16 @@ class ClassifierLearner:
         self.network = self._build_network().to(device)
         self._assign_budgets(scenario)
         out_names = {f"output.{n}" for n, _ in self.network.output.named_parameters()}
-        self.optimizer = build_optimizer(cfg.optimizer, list(self.network.named_parameters()), lr=cfg.lr,
-                                         eps=cfg.adam_eps, weight_decay=cfg.weight_decay, muon_exclude=out_names)
+        opt_args = optimizer_args(cfg)  # --lr/--adam-eps, or the optimizer's own options (NorMuon: --muon-lr, ...)
+        self.optimizer = build_optimizer(cfg.optimizer, list(self.network.named_parameters()), muon_exclude=out_names,
+                                         **opt_args)
         if cfg.fused_optimizer:  # speed: Adam/AdamW's fused kernel, same update rule (agents/fast.py)
             use_fused_kernel(self.optimizer)
         stream = scenario.stream()
         budgets = [t.steps or cfg.steps for t in stream]
         restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
-        self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, cfg.lr, total_steps=sum(budgets),
-                                   warmup_steps=min(cfg.lr_warmup, min(budgets)), restart_per_task=restart,
+        self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, opt_args["lr"], total_steps=sum(budgets),
+                                   warmup_steps=self._warmup(cfg.lr_warmup, min(budgets)), restart_per_task=restart,
                                    steps_per_task=budgets[0], **nap.schedule_ends(cfg))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.strategy = cfg.strategy
@@ -274,6 +275,12 @@ class ClassifierLearner:
         self._log_t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _warmup(warmup: int, shortest_task: int) -> int:
+        """``--lr-warmup``, cut to a tenth of the shortest task's updates when it would outlast that task
+        (so a per-task schedule still decays; e.g. NaP's 1,000-update warmup on a 24-update task)."""
+        return warmup if warmup <= shortest_task else max(1, shortest_task // 10)
+
     @staticmethod
     def _check_config(cfg) -> None:
         if cfg.strategy not in STRATEGIES:

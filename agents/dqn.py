@@ -29,7 +29,7 @@ from crl.nn.network import build_network
 from crl.nn.norms import adab2n
 from crl.nn.norms import state as norm_state
 from crl.interventions import nap
-from crl.optim import LRSchedule, build_optimizer
+from crl.optim import LRSchedule, build_optimizer, optimizer_args
 from crl.learner import optimizer_step
 from crl.options import option
 from crl.registry import AGENTS, HEADS
@@ -106,8 +106,18 @@ def linear_epsilon(step: int, start: float, end: float, decay_steps: int, warmup
     return end + min(max(bonus, 0.0), start - end)
 
 
+# ALE's reset takes an int32 seed and seeds a vector env's envs with consecutive values from it: every env
+# seed is reduced into [0, ENV_SEED_RANGE), which leaves room for 2**20 envs (seeds below it are unchanged).
+ENV_SEED_RANGE = 2 ** 31 - 2 ** 20
+
+
+def env_seed(value: int) -> int:
+    """``value`` reduced into ALE's seed range (identity for the seeds of most runs, < ~2.1e9)."""
+    return int(value) % ENV_SEED_RANGE
+
+
 def _env_spaces(task, seed: int):
-    env = task.make_env(1, seed)
+    env = task.make_env(1, env_seed(seed))
     try:
         return env.single_observation_space, env.single_action_space
     finally:
@@ -140,13 +150,14 @@ class DQNAgent:
         self.task_aware = bool(adab2n.adab2n_layers(self.network))
         self.adab2n_aux: torch.Tensor | None = None
         out_names = {f"output.{n}" for n, _ in self.network.output.named_parameters()}
-        self.optimizer = build_optimizer(cfg.optimizer, list(self.network.named_parameters()), lr=cfg.lr,
-                                         eps=cfg.adam_eps, weight_decay=cfg.weight_decay, muon_exclude=out_names)
+        opt_args = optimizer_args(cfg)  # --lr/--adam-eps, or the optimizer's own options (NorMuon: --muon-lr, ...)
+        self.optimizer = build_optimizer(cfg.optimizer, list(self.network.named_parameters()), muon_exclude=out_names,
+                                         **opt_args)
         if cfg.fused_optimizer:
             fast.use_fused_kernel(self.optimizer)
         steps_per_task = max(1, cfg.steps // cfg.train_freq)
         restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
-        self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, cfg.lr,
+        self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, opt_args["lr"],
                                    total_steps=steps_per_task * len(scenario.stream()), warmup_steps=cfg.lr_warmup,
                                    restart_per_task=restart, steps_per_task=steps_per_task, **nap.schedule_ends(cfg))
         # frames per observation: a task may say (MinAtar: 1, its channels are not frames); else image = stacked frames
@@ -293,7 +304,7 @@ class DQNAgent:
     def _switch_env(self, task, task_index: int) -> None:
         if self.env is not None:
             self.env.close()
-        seed = self.cfg.seed + 10_007 * task_index
+        seed = env_seed(self.cfg.seed + 10_007 * task_index)
         self.env = task.make_env(self.cfg.num_envs, seed)
         self.obs, _ = self.env.reset(seed=seed)
         n = self.cfg.num_envs
@@ -378,6 +389,7 @@ class DQNAgent:
         cfg = self.cfg
         seed = cfg.seed * 1_000_003 + 7_919 * eval_index + 1
         rng = np.random.default_rng(seed)
+        seed = env_seed(seed)  # (an --seed >= 2148 gave ALE a seed beyond int32)
         env = task.make_env(cfg.eval_episodes, seed)
         try:
             obs, _ = env.reset(seed=seed)
@@ -394,14 +406,19 @@ class DQNAgent:
         return float(returns.mean())
 
     def probe_batch(self, task, size: int = 256) -> torch.Tensor | None:
-        """A fixed batch of ``size`` observations of ``task`` for plasticity metrics: drawn once, when
-        replay first holds ``size`` transitions collected in that task (its own data, not the
-        shared replay's), then reused. Drawn with the learner's probe generator, so training
-        samples the same batches with metrics on or off. None while there are too few."""
-        if task.name not in self.probes and self._is_current(task):
-            if self.replay.count_task(self.env_task_index) >= size:
-                self.probes[task.name] = self.replay.sample_states(size, self.env_task_index, self.probe_gen).clone()
-        return self.probes.get(task.name)
+        """A batch of observations of ``task``'s own transitions in replay for plasticity metrics
+        (not the shared replay's other tasks). Fixed once replay holds ``size`` transitions of the
+        task: drawn then, reused for the rest of the task (and whenever the task comes back).
+        Before that, a fresh batch of as many states as the task has stored (at least 32; None
+        with fewer). Drawn with the learner's probe generator, so training samples the same
+        batches with metrics on or off."""
+        if task.name in self.probes or not self._is_current(task):
+            return self.probes.get(task.name)
+        have = self.replay.count_task(self.env_task_index)
+        if have >= size:
+            self.probes[task.name] = self.replay.sample_states(size, self.env_task_index, self.probe_gen).clone()
+            return self.probes[task.name]
+        return self.replay.sample_states(have, self.env_task_index, self.probe_gen) if have >= 32 else None
 
     def scoring_batch(self, size: int = 256) -> torch.Tensor | None:
         """A fresh uniform sample of ``size`` observations of the current task's transitions in replay
@@ -461,7 +478,7 @@ def _register(name: str, head: str, help: str) -> None:
 
 
 _register("dqn", "scalar-huber", "DQN, scalar Q with Huber loss (Mnih et al. 2015), double-DQN target")
-_register("dqn-mse", "scalar-mse", "DQN, scalar Q with MSE loss (as CleanRL)")
+_register("dqn-mse", "scalar-mse", "DQN, scalar Q with MSE loss (q - y)^2 (Dopamine's loss_type='mse', CleanRL)")
 _register("dqn-hlgauss", "hlgauss", "DQN with HL-Gauss cross-entropy value head (Farebrother et al. 2024)")
 _register("dqn-twohot", "twohot", "DQN with two-hot cross-entropy value head")
 _register("dqn-c51", "c51", "C51 distributional DQN (Bellemare et al. 2017)")

@@ -53,7 +53,7 @@ def load_scenario_file(spec: str) -> str:
         except Exception as err:  # the user's file: report its error in one line, not our traceback
             del sys.modules[module_name]
             frame = (str(path), err.lineno) if isinstance(err, SyntaxError) else user_frame(err)
-            raise UserError("crl run: " + user_error_line(err, frame or (str(path), "?"))) from None
+            raise UserError("crl run: " + user_error_line(err, frame or (str(path), None))) from None
     added = sorted(set(SCENARIOS.names()) - before) or [n for n in SCENARIOS.names()
                                                           if getattr(SCENARIOS.get(n), "__module__", "") == module_name]
     if name:

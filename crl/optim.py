@@ -446,7 +446,7 @@ def _excluded(name: str, exclude: frozenset[str]) -> bool:
 
 @dataclass
 class AdamOptions:
-    """Settings of the Adam family (also NorMuon's AdamW side)."""
+    """Settings of the Adam family (adam, adamw, adamp)."""
 
     adam_eps: float = option(1.5e-4, "Adam epsilon", check="non_negative")
     fused_optimizer: bool = option(True, "Adam/AdamW: PyTorch's fused kernel, one for all parameters (same update "
@@ -498,8 +498,29 @@ def _build_adamp(
     )
 
 
-@OPTIMIZERS.register("normuon", "NorMuon (Li et al. 2025) on hidden matrices + AdamW (aux_lr) on the rest",
-                     options=AdamOptions)
+@dataclass
+class NorMuonOptions:
+    """NorMuon's own settings, defaults of the reference code (zichongli5/NorMuon, ``normuon.py``);
+    none is inherited from --lr or --adam-eps (the Atari preset's Adam values)."""
+
+    muon_lr: float = option(0.02, "NorMuon: step size of the Muon side (hidden matrices); peak when --lr-schedule "
+                                  "is used", check="positive")
+    muon_momentum: float = option(0.95, "NorMuon: Muon momentum (EMA, Nesterov)", check="unit")
+    muon_beta2: float = option(0.95, "NorMuon: decay of the per-neuron second moment", check="unit")
+    muon_aux_lr: float = option(3e-4, "NorMuon: lr of the auxiliary AdamW (output layer, biases, norm gains)",
+                                check="positive")
+    muon_aux_eps: float = option(1e-10, "NorMuon: epsilon of the auxiliary AdamW", check="non_negative")
+    muon_aux_beta1: float = option(0.9, "NorMuon: beta1 of the auxiliary AdamW", check="unit")
+    muon_aux_beta2: float = option(0.95, "NorMuon: beta2 of the auxiliary AdamW", check="unit")
+
+
+def _normuon_args(cfg) -> dict[str, Any]:
+    return dict(lr=cfg.muon_lr, eps=cfg.muon_aux_eps, weight_decay=cfg.weight_decay, aux_lr=cfg.muon_aux_lr,
+                momentum=cfg.muon_momentum, beta2=cfg.muon_beta2, aux_betas=(cfg.muon_aux_beta1, cfg.muon_aux_beta2))
+
+
+@OPTIMIZERS.register("normuon", "NorMuon (Li et al. 2025) on hidden matrices (--muon-lr) + AdamW (--muon-aux-lr) "
+                                "on the rest", options=NorMuonOptions, args=_normuon_args)
 def _build_normuon(
     named,
     *,
@@ -541,6 +562,19 @@ def _build_normuon(
 
 
 _COMMON = ("lr", "eps", "weight_decay", "muon_exclude")
+
+
+def optimizer_args(cfg) -> dict[str, Any]:
+    """The :func:`build_optimizer` keywords of a run's ``--optimizer`` from its config: ``lr``
+    (``--lr``), ``eps`` (``--adam-eps``) and ``weight_decay`` for the Adam family and SGD; an
+    optimizer with options of its own maps them itself (registry meta ``args``; NorMuon:
+    ``--muon-lr`` as ``lr``, ``--muon-aux-eps`` as ``eps``, ``--muon-aux-lr``, ...). Learners
+    use ``args["lr"]`` as the schedule's base lr, so ``train/lr`` is that optimizer's step size."""
+    entry = OPTIMIZERS.entry(cfg.optimizer)
+    mapping = entry.meta.get("args")
+    if mapping is not None:
+        return mapping(cfg)
+    return dict(lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
 
 def build_optimizer(
@@ -827,4 +861,5 @@ def _build_rmsprop(named, *, lr, eps, weight_decay, muon_exclude, alpha=None, rm
         weight_decay=weight_decay,
         momentum=o.rmsprop_momentum if momentum is None else momentum,
         centered=o.rmsprop_centered if centered is None else centered,
+        foreach=True,  # one kernel per step over all parameters (same rule; torch's CPU default loops over them)
     )

@@ -134,10 +134,15 @@ def register_scenario(name: str, help: str = "user-defined scenario", **meta):
 
 
 def build_scenario(name: str, cfg) -> Scenario:
-    scenario = SCENARIOS.get(name)(cfg)
+    build = SCENARIOS.get(name)
+    scenario = build(cfg)
     if not isinstance(scenario, Scenario):
         raise UserError(f"crl run: scenario '{name}' returned {type(scenario).__name__}, expected crl.Scenario")
     scenario.validate()
+    if getattr(build, "__module__", "").startswith(USER_MODULE_PREFIX):
+        for task in scenario.tasks:
+            if task.kind == "rl" and not isinstance(task.make_env, UserEnvFactory):
+                task.make_env = UserEnvFactory(build.__code__.co_filename, task.name, task.make_env)
     return scenario
 
 
@@ -164,11 +169,35 @@ def user_frame(err: BaseException) -> tuple[str, int] | None:
     return None
 
 
-def user_error_line(err: BaseException, frame: tuple[str, int]) -> str:
-    """``scenario file F (line N): Type: first line of the message``."""
-    text = err.msg if isinstance(err, SyntaxError) else str(err)  # str() of a SyntaxError repeats file and line
-    message = (text.strip().splitlines() or [""])[0]
-    return f"scenario file {frame[0]} (line {frame[1]}): {type(err).__name__}" + (f": {message}" if message else "")
+def user_error_line(err: BaseException, frame: tuple[str, int | None]) -> str:
+    """``scenario file F (line N): Type: first line of the message`` (no line when N is None)."""
+    # str() of a SyntaxError repeats the file and line
+    message = err.msg if isinstance(err, SyntaxError) else _first_line(err)
+    where = f" (line {frame[1]})" if frame[1] else ""
+    return f"scenario file {frame[0]}{where}: {type(err).__name__}" + (f": {message}" if message else "")
+
+
+class UserEnvFactory:
+    """The ``make_env`` of a task from a user's scenario file: an exception while building the env
+    (e.g. a misspelt keyword of ``crl.gym_env_factory``, raised inside gymnasium with no frame in
+    the user's file) becomes one :class:`UserError` line naming the file and the task."""
+
+    def __init__(self, file: str, task_name: str, make_env: EnvFactory):
+        self.file, self.task_name, self.make_env = file, task_name, make_env
+
+    def __call__(self, num_envs: int, seed: int) -> Any:
+        try:
+            return self.make_env(num_envs, seed)
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001  (the user's factory; reported, not a crl bug)
+            frame = user_frame(err) or (self.file, None)
+            raise UserError(f"task '{self.task_name}': make_env({num_envs}, {seed}) failed: "
+                            f"{user_error_line(err, frame)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
 
 
 @contextlib.contextmanager

@@ -1,10 +1,20 @@
 """Atari through ale-py's C++ vector env (``ale_py.AtariVectorEnv``, ROMs ship in the wheel).
 
-Protocol (Machado et al. 2018; reference notes 5.9): sticky actions 0.25 per emulator
+Protocol (Machado et al. 2018, as Dopamine runs it: ``dopamine/discrete_domains/atari_lib.py``
+``create_atari_environment`` / ``AtariPreprocessing``): sticky actions 0.25 per emulator
 frame, frameskip 4 with max-pool over the last two frames, 84x84 grayscale, 4-frame
-zero-padded stack, 30 no-op starts, FIRE on reset, no episodic life, episodes capped at
-108,000 frames (truncation, bootstrapped), NEXT_STEP autoreset, and *raw* rewards: the
-agent clips rewards for learning, so real game scores are logged.
+zero-padded stack, **no no-op starts** and **no FIRE on reset** (stochasticity comes from
+sticky actions), no episodic life, episodes capped at 108,000 frames (truncation,
+bootstrapped), NEXT_STEP autoreset, and *raw* rewards: the agent clips rewards for learning,
+so real game scores are logged. ``--noop-max 30`` and ``--fire-reset`` give the Mnih et al.
+(2015) / CleanRL starts instead (ale-py's vector env defaults). No episodic life.
+
+ale-py 0.12.1's vector env returns the final observation of an episode with a stale last
+frame: its frameskip loop stops at the terminal frame before the 4th frame is captured, so the
+newest frame of that observation repeats an earlier one. The observation is used only as the
+``next_obs`` of a terminating transition, whose bootstrap is masked (termination), or of a
+truncation at the frame cap (bootstrapped from a slightly stale frame). crl does not work
+around it (no cheap way: the vector env does not expose the last screen).
 """
 from __future__ import annotations
 
@@ -24,6 +34,10 @@ class AtariOptions:
                                          check="unit")
     max_episode_frames: int = option(108_000, "Atari episode cap in frames (truncation, bootstrapped)",
                                               check="positive")
+    noop_max: int = option(0, "up to this many no-op actions at each reset (0 = none, as Dopamine and Machado et "
+                              "al. 2018; 30 = Mnih et al. 2015, CleanRL)", check="non_negative")
+    fire_reset: bool = option(False, "press FIRE after each reset in games that need it (off as Dopamine; on in "
+                                     "CleanRL and ale-py's vector env)")
 
 
 @dataclass
@@ -52,22 +66,28 @@ def check_game(game: str) -> None:
 
 
 def make_atari_env(game: str, num_envs: int, seed: int, *, sticky: float = 0.25, full_action_space: bool = False,
-                   max_frames: int = 108_000):
+                   max_frames: int = 108_000, noop_max: int = 0, fire_reset: bool = False):
     """The vector env; ``seed`` is applied by the learner's ``reset(seed=...)``."""
     from ale_py import AtariVectorEnv
 
     return AtariVectorEnv(game, num_envs, repeat_action_probability=sticky, full_action_space=full_action_space,
                           max_num_frames_per_episode=max_frames, reward_clipping=False, episodic_life=False,
-                          life_loss_info=False, autoreset_mode="NextStep")
+                          life_loss_info=False, autoreset_mode="NextStep", noop_max=noop_max,
+                          use_fire_reset=fire_reset)
+
+
+def env_settings(cfg) -> dict:
+    """The :func:`make_atari_env` keywords of a run's Atari options."""
+    return dict(sticky=cfg.sticky_actions, max_frames=cfg.max_episode_frames, noop_max=cfg.noop_max,
+                fire_reset=cfg.fire_reset)
 
 
 def atari_task(game: str, cfg, steps: int | None = None) -> RLTask:
     check_game(game)
-    factory = partial(make_atari_env, game, sticky=cfg.sticky_actions, full_action_space=cfg.full_action_space,
-                      max_frames=cfg.max_episode_frames)
+    factory = partial(make_atari_env, game, full_action_space=cfg.full_action_space, **env_settings(cfg))
     return RLTask(game, factory, steps=steps,
-                  info={"game": game, "sticky_actions": cfg.sticky_actions,
-                        "full_action_space": cfg.full_action_space, "episodic_life": False})
+                  info={"game": game, "sticky_actions": cfg.sticky_actions, "full_action_space": cfg.full_action_space,
+                        "episodic_life": False, "noop_max": cfg.noop_max, "fire_reset": cfg.fire_reset})
 
 
 @register_scenario("atari", "one Atari game (--game), Machado et al. protocol, sticky actions 0.25",

@@ -1,8 +1,15 @@
 """Dataset loaders in the standard on-disk formats, plus the tensor dataset every built-in
 supervised scenario uses.
 
-Nothing is downloaded: CIFAR and MNIST are read from ``--data-dir`` in their standard file
-formats (a missing file is one :class:`~crl.errors.UserError` saying where to put it);
+CIFAR-10, CIFAR-100 and MNIST are read from ``--data-dir`` in their standard file formats; when
+they are not there, they are downloaded on first use through torchvision's dataset classes
+(``torchvision.datasets.CIFAR10/CIFAR100/MNIST``: their ``download()`` method, URLs, MD5 checksums
+and tqdm progress bar) into a hidden staging folder of ``--data-dir``, and the extracted files are
+moved into the layout below only once every archive has passed its checksum. ``--no-download``
+forbids it; ``--data-mirror URL`` fetches ``URL/<archive name>`` instead (the archive names of
+:data:`CHECKSUMS`). A failed download (offline, bad checksum, a mirror without the file, an
+interrupted transfer) is one :class:`~crl.errors.UserError` saying what failed and where to put the
+files by hand; the staging folder is removed, so nothing is left that looks complete.
 scikit-learn's digits ship with scikit-learn.
 
 =============  ==========================================================================
@@ -30,8 +37,12 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 import pickle
+import shutil
 import struct
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -131,7 +142,12 @@ class ArrayDataset(torch.utils.data.Dataset):
 class DataOptions:
     """Where a supervised scenario's data comes from, and how it is split."""
 
-    data_dir: str = option("data", "where datasets that cannot be downloaded (CIFAR, MNIST) are read from")
+    data_dir: str = option("data", "where datasets are read from, and downloaded to on first use (CIFAR-10, "
+                                   "CIFAR-100, MNIST)")
+    download: bool = option(True, "download a missing dataset (CIFAR-10, CIFAR-100, MNIST) into --data-dir through "
+                                  "torchvision; --no-download: never, a missing file is an error")
+    data_mirror: str = option("", "fetch dataset archives from URL/<archive name> (e.g. cifar-10-python.tar.gz, "
+                                  "train-images-idx3-ubyte.gz) instead of their public hosts")
     n_tasks: int = option(0, "tasks (experiences) of split, permuted and plasticity scenarios; 0 = the scenario "
                              "default", check="non_negative")
     max_train_samples: int = option(0, "use a fixed subset of this many training samples of the dataset (0 = all)",
@@ -212,14 +228,19 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def load_mnist(data_dir: str | Path) -> Dataset:
+def load_mnist(data_dir: str | Path, download: bool = False, mirror: str = "") -> Dataset:
+    """MNIST from ``<data_dir>/MNIST/raw``; missing files are downloaded first when ``download``."""
     folder = Path(data_dir) / "MNIST" / "raw"
     paths = {k: _find(folder, v) for k, v in MNIST_FILES.items()}
     missing = [MNIST_FILES[k] for k, p in paths.items() if p is None]
+    if missing and download:
+        download_dataset("mnist", data_dir, mirror)
+        paths = {k: _find(folder, v) for k, v in MNIST_FILES.items()}
+        missing = [MNIST_FILES[k] for k, p in paths.items() if p is None]
     if missing:
         raise UserError(f"--data-dir: MNIST not found: put the four uncompressed IDX files "
-                        f"({', '.join(MNIST_FILES.values())}) in {folder}/ (missing: {', '.join(missing)}); "
-                        f"crl downloads nothing")
+                        f"({', '.join(MNIST_FILES.values())}) in {folder}/ (missing: {', '.join(missing)}; "
+                        f"{_HOSTS['mnist']}){_off(download)}")
     return _load_mnist_cached(*(str(paths[k]) for k in MNIST_FILES), *(paths[k].stat().st_mtime for k in MNIST_FILES))
 
 
@@ -273,29 +294,45 @@ def _cifar_arrays(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _check_files(folder: Path, files: list[str], what: str) -> None:
-    missing = [f for f in files if not (folder / f).is_file()]
+def _missing(folder: Path, files: list[str]) -> list[str]:
+    return [f for f in files if not (folder / f).is_file()]
+
+
+def _check_files(folder: Path, files: list[str], what: str, download: bool = False) -> None:
+    missing = _missing(folder, files)
     if missing:
         raise UserError(f"--data-dir: {what} not found: put the python-pickle files ({', '.join(files)}) in "
                         f"{folder}/ (the 'python version' archive from https://www.cs.toronto.edu/~kriz/cifar.html, "
-                        f"extracted; missing: {', '.join(missing)}); crl downloads nothing")
+                        f"extracted; missing: {', '.join(missing)}){_off(download)}")
+
+
+def _off(download: bool) -> str:
+    return "" if download else "; downloads are off (--no-download)"
 
 
 def _names(meta: dict, key: str) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(key, [])]
 
 
-def load_cifar10(data_dir: str | Path) -> Dataset:
-    return _load_cached(Path(data_dir) / CIFAR10_DIR, CIFAR10_FILES, "CIFAR-10", _read_cifar10)
+def load_cifar10(data_dir: str | Path, download: bool = False, mirror: str = "") -> Dataset:
+    """CIFAR-10 from ``<data_dir>/cifar-10-batches-py``; downloaded first when missing and ``download``."""
+    folder = Path(data_dir) / CIFAR10_DIR
+    if download and _missing(folder, CIFAR10_FILES):
+        download_dataset("cifar10", data_dir, mirror)
+    return _load_cached(folder, CIFAR10_FILES, "CIFAR-10", _read_cifar10, download)
 
 
-def load_cifar100(data_dir: str | Path) -> Dataset:
-    return _load_cached(Path(data_dir) / CIFAR100_DIR, CIFAR100_FILES, "CIFAR-100", _read_cifar100)
+def load_cifar100(data_dir: str | Path, download: bool = False, mirror: str = "") -> Dataset:
+    """CIFAR-100 from ``<data_dir>/cifar-100-python``; downloaded first when missing and ``download``."""
+    folder = Path(data_dir) / CIFAR100_DIR
+    if download and _missing(folder, CIFAR100_FILES):
+        download_dataset("cifar100", data_dir, mirror)
+    return _load_cached(folder, CIFAR100_FILES, "CIFAR-100", _read_cifar100, download)
 
 
-def _load_cached(folder: Path, files: list[str], what: str, read) -> Dataset:
+def _load_cached(folder: Path, files: list[str], what: str, read, download: bool = False) -> Dataset:
     """Check the files, then read them once per (folder, newest file time): a rewritten file is re-read."""
-    _check_files(folder, files, what)
+    _check_files(folder, files, what, download)
     return _read_cached(read, str(folder), max((folder / f).stat().st_mtime for f in files))
 
 
@@ -332,17 +369,20 @@ def _cifar_dataset(name, xtr, ytr, xte, yte, num_classes, names, tf) -> Dataset:
 # ----------------------------------------------------------------------------- by name
 
 
-def load_dataset(name: str, data_dir: str | Path = "data", max_train_samples: int = 0) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path = "data", max_train_samples: int = 0, download: bool = False,
+                 mirror: str = "") -> Dataset:
     """Load ``name`` (``--dataset``); ``max_train_samples`` > 0 keeps a fixed subset of the training set
-    (the first N of a permutation drawn with seed 0, independent of ``--seed``)."""
+    (the first N of a permutation drawn with seed 0, independent of ``--seed``). ``download``: fetch a
+    missing CIFAR/MNIST first (:func:`download_dataset`; off by default in this Python call, on by
+    default for the scenarios, whose ``--download`` option it is)."""
     if name == "digits":
         ds = load_digits()
     elif name == "mnist":
-        ds = load_mnist(data_dir)
+        ds = load_mnist(data_dir, download, mirror)
     elif name == "cifar10":
-        ds = load_cifar10(data_dir)
+        ds = load_cifar10(data_dir, download, mirror)
     elif name == "cifar100":
-        ds = load_cifar100(data_dir)
+        ds = load_cifar100(data_dir, download, mirror)
     else:
         raise UserError(f"--dataset: unknown dataset '{name}'; accepted: {', '.join(DATASETS)}")
     if max_train_samples < 0:
@@ -351,3 +391,130 @@ def load_dataset(name: str, data_dir: str | Path = "data", max_train_samples: in
         keep = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(0))[:max_train_samples]
         ds = Dataset(ds.name, ds.train.subset(keep.sort().values), ds.test, ds.num_classes, ds.class_names)
     return ds
+
+
+def load_for(cfg, name: str) -> Dataset:
+    """``load_dataset`` with a scenario's :class:`DataOptions` (``--data-dir``, ``--max-train-samples``,
+    ``--download``, ``--data-mirror``)."""
+    return load_dataset(name, cfg.data_dir, cfg.max_train_samples, download=cfg.download, mirror=cfg.data_mirror)
+
+
+# ----------------------------------------------------------------------------- downloads
+
+# The archives each dataset downloads and their MD5 checksums: the values of torchvision 0.29's
+# ``CIFAR10.tgz_md5``, ``CIFAR100.tgz_md5`` and ``MNIST.resources`` (tests/test_datasets_download.py
+# checks they still agree). ``download_dataset`` hands these to torchvision's classes, whose
+# ``check_integrity`` verifies every archive; a test serving tiny archives puts their checksums here.
+CHECKSUMS: dict[str, dict[str, str]] = {
+    "cifar10": {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
+    "cifar100": {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"},
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+}
+_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST"}
+_HOSTS = {  # where each dataset comes from without --data-mirror (torchvision's own URLs)
+    "cifar10": "https://www.cs.toronto.edu/~kriz/",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/",
+    "mnist": "the .gz files from https://ossci-datasets.s3.amazonaws.com/mnist/, decompressed",
+}
+
+
+def _sources(name: str, mirror: str) -> list[str]:
+    """The base URLs tried in order, each ending with '/'."""
+    if mirror:
+        return [mirror.rstrip("/") + "/"]
+    if name == "mnist":
+        from torchvision.datasets import MNIST
+
+        return list(MNIST.mirrors)
+    return [_HOSTS[name]]
+
+
+def _downloader(name: str, root: Path, bases: list[str]):
+    """An instance of torchvision's dataset class for ``name`` that downloads into ``root`` from ``bases``
+    with the checksums of :data:`CHECKSUMS`; only its ``download()`` is used (crl reads the files itself)."""
+    from torchvision import datasets as tvd
+
+    if name == "mnist":
+        class MNIST(tvd.MNIST):  # the class name is torchvision's folder name: <root>/MNIST/raw
+            mirrors = bases
+            resources = list(CHECKSUMS["mnist"].items())
+
+            def __init__(self, root):  # noqa: D107  (no loading: download() only)
+                self.root = str(root)
+
+        return MNIST(root)
+    base = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    (archive, md5), = CHECKSUMS[name].items()
+
+    class CIFAR(base):
+        filename, tgz_md5, url = archive, md5, bases[0] + archive
+
+        def __init__(self, root):  # noqa: D107
+            self.root = str(root)
+
+    return CIFAR(root)
+
+
+def _why(err: BaseException) -> str:
+    """One line from torchvision's / urllib's error."""
+    import urllib.error
+
+    if isinstance(err, urllib.error.HTTPError):
+        text = f"HTTP {err.code} {err.reason} at {err.url}"
+    elif isinstance(err, urllib.error.URLError):
+        text = f"cannot reach the server ({err.reason})"
+    else:
+        text = " ".join(str(err).split())
+    return text.replace("File not found or corrupted.", "MD5 checksum mismatch (a corrupted or interrupted "
+                                                        "transfer, or another file)")
+
+
+def download_dataset(name: str, data_dir: str | Path, mirror: str = "") -> Path:
+    """Download ``name`` (cifar10, cifar100, mnist) into ``data_dir`` in the layout the loaders read.
+
+    torchvision's ``download()`` fetches each archive of :data:`CHECKSUMS` (``<base>/<archive>``, ``base``
+    the torchvision URL or ``mirror``) with a tqdm progress bar, checks its MD5 and extracts it, all inside
+    a fresh staging folder ``<data_dir>/.download-<name>-*``. Only when that succeeded are the extracted
+    files moved (each one with an atomic rename) into ``cifar-10-batches-py/``, ``cifar-100-python/`` or
+    ``MNIST/raw/``. Any failure removes the staging folder (and ``data_dir`` when this call created it)
+    and raises one :class:`UserError`. Returns the dataset's folder."""
+    root = Path(data_dir)
+    bases = _sources(name, mirror)
+    created = not root.exists()
+    folder = root / {"cifar10": CIFAR10_DIR, "cifar100": CIFAR100_DIR, "mnist": "MNIST/raw"}[name]
+    staging = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".download-{name}-", dir=root))
+        print(f"downloading {_TITLES[name]} from {bases[0]} into {folder}", file=sys.stderr)
+        _downloader(name, staging, bases).download()
+        extracted = staging / folder.relative_to(root)
+        wanted = CIFAR10_FILES if name == "cifar10" else CIFAR100_FILES if name == "cifar100" else \
+            list(MNIST_FILES.values())
+        missing = _missing(extracted, wanted)
+        if missing:
+            raise RuntimeError(f"the archive lacks {', '.join(missing)}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in wanted:
+            os.replace(extracted / f, folder / f)
+    except Exception as err:  # noqa: BLE001  (network, checksum, archive: all one line for the user)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging = None
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        files = ", ".join(CHECKSUMS[name])
+        by_hand = (f"put the four IDX files ({', '.join(MNIST_FILES.values())}; uncompressed or .gz) in {folder}/"
+                   if name == "mnist" else
+                   f"extract {files} from {_HOSTS[name]} so that its files are in {folder}/")
+        raise UserError(f"--data-dir: downloading {_TITLES[name]} from {bases[-1] if len(bases) == 1 else ', '.join(bases)} "
+                        f"failed: {_why(err)}; nothing was written; {by_hand} (or give --data-mirror URL)") from None
+    finally:  # also on Ctrl-C: no staging folder is left behind
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -29,7 +29,7 @@ import torch
 from crl.errors import UserError
 from crl.options import option
 from crl.scenario import CycleOptions, Scenario, SupervisedTask, register_scenario
-from scenarios.datasets import ArrayDataset, DataOptions, load_dataset
+from scenarios.datasets import ArrayDataset, DataOptions, load_for
 from scenarios.split import permuted_tasks
 
 
@@ -64,7 +64,7 @@ def _steps(cfg) -> int | None:
                                     "--epochs); trainability on --dataset", kind="supervised",
                    options=OPTIONS)
 def random_labels(cfg) -> Scenario:
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.max_train_samples)
+    ds = load_for(cfg, cfg.dataset)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, C = len(ds.train), ds.num_classes
     tasks = []
@@ -82,7 +82,7 @@ def label_shuffle(cfg) -> Scenario:
     eps = cfg.label_shuffle_eps
     if not 0.0 <= eps <= 1.0:
         raise UserError(f"--label-shuffle-eps: must be in [0, 1], got {eps}")
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.max_train_samples)
+    ds = load_for(cfg, cfg.dataset)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, C = len(ds.train), ds.num_classes
     y = ds.train.y.clone()
@@ -103,7 +103,7 @@ def label_shuffle(cfg) -> Scenario:
                                     "--dataset", kind="supervised",
                    options=OPTIONS)
 def pixel_permute(cfg) -> Scenario:
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.max_train_samples)
+    ds = load_for(cfg, cfg.dataset)
     return Scenario("pixel-permute", permuted_tasks(ds, cfg.n_tasks or 10, cfg.seed, keep_first=True),
                     cycles=cfg.cycles)
 
@@ -115,7 +115,7 @@ def warm_start(cfg) -> Scenario:
     frac = cfg.warm_start_fraction
     if not 0.0 < frac < 1.0:
         raise UserError(f"--warm-start-fraction: must be in (0, 1), got {frac}")
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.max_train_samples)
+    ds = load_for(cfg, cfg.dataset)
     n = len(ds.train)
     keep = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))[:max(1, int(round(frac * n)))]
     classes = list(range(ds.num_classes))

@@ -22,9 +22,9 @@ the env in either (the agent clips for learning).
 
 Modes and difficulties (Machado et al. 2018; ``ALE docs/environments``): ``ale_py``'s vector
 env cannot set them, so such tasks run on ``ale_py.env.AtariEnv(mode=, difficulty=,
-frameskip=1)`` wrapped in :class:`AtariFrames` (1-30 no-ops, frameskip 4 with a max over
-the last two frames, 84x84 grey; gymnasium's ``AtariPreprocessing`` needs OpenCV), a FIRE-on-reset step and a zero-padded 4-frame
-stack, in a ``SyncVectorEnv`` with NEXT_STEP autoreset: the same observation (4, 84, 84)
+frameskip=1)`` wrapped in :class:`AtariFrames` (1 to ``--noop-max`` no-ops, none by default;
+frameskip 4 with a max over the last two frames, 84x84 grey; gymnasium's ``AtariPreprocessing``
+needs OpenCV), a FIRE-on-reset step with ``--fire-reset``, and a zero-padded 4-frame stack, in a ``SyncVectorEnv`` with NEXT_STEP autoreset: the same observation (4, 84, 84)
 uint8, action space and sticky actions as the other tasks. A task without mode/difficulty
 uses crl's ``make_atari_env`` (the C++ vector env). An invalid mode or difficulty is an
 error naming the ones the game offers.
@@ -41,7 +41,7 @@ import numpy as np
 from crl.errors import UserError
 from crl.options import option
 from crl.scenario import CycleOptions, RLTask, Scenario, register_scenario
-from scenarios.atari import AtariOptions, check_game, make_atari_env
+from scenarios.atari import AtariOptions, check_game, env_settings, make_atari_env
 
 CORA_GAMES = ("space_invaders", "krull", "beam_rider", "hero", "star_gunner", "ms_pacman")
 MINI_CORA_GAMES = ("space_invaders", "beam_rider", "ms_pacman")
@@ -119,11 +119,11 @@ def area_resize(frame: np.ndarray, size: int = 84) -> np.ndarray:
 
 
 class AtariFrames(gym.Wrapper):
-    """Machado et al. preprocessing for one ``AtariEnv(frameskip=1)`` without OpenCV: 1-30 no-ops
-    on reset, each action repeated 4 frames (rewards summed) with the max of the last two grey
+    """Machado et al. preprocessing for one ``AtariEnv(frameskip=1)`` without OpenCV: 1 to
+    ``noop_max`` no-ops on reset (none when 0, the default, as Dopamine), each action repeated 4 frames (rewards summed) with the max of the last two grey
     screens, resized to 84x84 by area averaging (the rule of OpenCV's INTER_AREA, which ale-py uses)."""
 
-    def __init__(self, env, noop_max: int = 30, frame_skip: int = 4):
+    def __init__(self, env, noop_max: int = 0, frame_skip: int = 4):
         super().__init__(env)
         self.noop_max, self.frame_skip = noop_max, frame_skip
         self.observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
@@ -133,7 +133,8 @@ class AtariFrames(gym.Wrapper):
 
     def reset(self, **kwargs):
         _, info = self.env.reset(**kwargs)
-        for _ in range(int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1))):
+        noops = int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
+        for _ in range(noops):
             _, _, terminated, truncated, info = self.env.step(0)  # NOOP
             if terminated or truncated:
                 _, info = self.env.reset()
@@ -154,20 +155,24 @@ class AtariFrames(gym.Wrapper):
         return area_resize(frame), total, terminated, truncated, info
 
 
-def _one_mode_env(game, mode, difficulty, sticky, max_frames):
+def _one_mode_env(game, mode, difficulty, sticky, max_frames, noop_max, fire_reset):
     from ale_py.env import AtariEnv
     from gymnasium.wrappers import FrameStackObservation
 
     env = AtariEnv(game=game, mode=mode, difficulty=difficulty, obs_type="grayscale", frameskip=1,
                    repeat_action_probability=sticky, full_action_space=True, max_num_frames_per_episode=max_frames)
-    env = FireOnReset(AtariFrames(env))
+    env = AtariFrames(env, noop_max=noop_max)
+    if fire_reset:
+        env = FireOnReset(env)
     return FrameStackObservation(env, 4, padding_type=np.zeros((84, 84), np.uint8))
 
 
 def make_atari_mode_env(game: str, num_envs: int, seed: int, *, mode: int | None = None,
-                        difficulty: int | None = None, sticky: float = 0.25, max_frames: int = 108_000):
+                        difficulty: int | None = None, sticky: float = 0.25, max_frames: int = 108_000,
+                        noop_max: int = 0, fire_reset: bool = False):
     """A vector env of one game in one mode/difficulty (see the module docstring)."""
-    fns = [partial(_one_mode_env, game, mode, difficulty, sticky, max_frames) for _ in range(num_envs)]
+    fns = [partial(_one_mode_env, game, mode, difficulty, sticky, max_frames, noop_max, fire_reset)
+           for _ in range(num_envs)]
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
@@ -175,15 +180,14 @@ def atari_sequence(name: str, games: list[tuple[str, int | None, int | None]], c
     tasks = []
     for game, mode, difficulty in games:
         check_game(game)
-        info = {"game": game, "full_action_space": True, "sticky_actions": cfg.sticky_actions}
+        info = {"game": game, "full_action_space": True, "sticky_actions": cfg.sticky_actions,
+                "noop_max": cfg.noop_max, "fire_reset": cfg.fire_reset}
         if mode is None and difficulty is None:
-            factory = partial(make_atari_env, game, sticky=cfg.sticky_actions, full_action_space=True,
-                              max_frames=cfg.max_episode_frames)
+            factory = partial(make_atari_env, game, full_action_space=True, **env_settings(cfg))
             task_name = game
         else:
             check_mode(game, mode, difficulty)
-            factory = partial(make_atari_mode_env, game, mode=mode, difficulty=difficulty, sticky=cfg.sticky_actions,
-                              max_frames=cfg.max_episode_frames)
+            factory = partial(make_atari_mode_env, game, mode=mode, difficulty=difficulty, **env_settings(cfg))
             task_name = f"{game}-m{mode if mode is not None else 'default'}-d{difficulty if difficulty is not None else 'default'}"
             info.update(mode=mode, difficulty=difficulty)
         tasks.append(RLTask(task_name, factory, info=info))

@@ -31,7 +31,7 @@ import torch
 from crl.errors import UserError
 from crl.options import option
 from crl.scenario import CycleOptions, Scenario, SupervisedTask, register_scenario
-from scenarios.datasets import ArrayDataset, DataOptions, Dataset, PixelPermute, load_dataset
+from scenarios.datasets import ArrayDataset, DataOptions, Dataset, PixelPermute, load_for
 
 
 def class_order(num_classes: int, seed: int, shuffle: bool) -> list[int]:
@@ -70,7 +70,7 @@ class SplitOptions:
 
 def _split(name: str, dataset: str, default_tasks: int):
     def build(cfg) -> Scenario:
-        ds = load_dataset(dataset, cfg.data_dir, cfg.max_train_samples)
+        ds = load_for(cfg, dataset)
         tasks = split_tasks(ds, cfg.n_tasks or default_tasks, cfg.seed, cfg.shuffle_classes)
         return Scenario(name, tasks, cycles=cfg.cycles)
 
@@ -78,9 +78,9 @@ def _split(name: str, dataset: str, default_tasks: int):
 
 
 for _name, _ds, _n, _help in (
-    ("split-cifar10", "cifar10", 5, "Split CIFAR-10: 5 tasks x 2 classes (CIFAR python pickles in --data-dir)"),
-    ("split-cifar100", "cifar100", 10, "Split CIFAR-100: 10 tasks x 10 classes (python pickles in --data-dir)"),
-    ("split-mnist", "mnist", 5, "Split MNIST: 5 tasks x 2 classes (IDX files in --data-dir/MNIST/raw)"),
+    ("split-cifar10", "cifar10", 5, "Split CIFAR-10: 5 tasks x 2 classes (CIFAR-10 in --data-dir, downloaded on first use)"),
+    ("split-cifar100", "cifar100", 10, "Split CIFAR-100: 10 tasks x 10 classes (CIFAR-100 in --data-dir, downloaded on first use)"),
+    ("split-mnist", "mnist", 5, "Split MNIST: 5 tasks x 2 classes (MNIST in --data-dir/MNIST/raw, downloaded on first use)"),
     ("split-digits", "digits", 5, "Split digits: 5 tasks x 2 classes of scikit-learn's 8x8 digits (offline)"),
 ):
     register_scenario(_name, _help, kind="supervised", options=(DataOptions, SplitOptions, CycleOptions))(
@@ -109,8 +109,8 @@ def permuted_tasks(ds: Dataset, n_tasks: int, seed: int, keep_first: bool = Fals
 
 
 @register_scenario("permuted-mnist", "Permuted MNIST: --n-tasks (10) tasks, a new pixel permutation each, all "
-                                     "classes (IDX files in --data-dir/MNIST/raw)", kind="supervised",
+                                     "classes (MNIST in --data-dir/MNIST/raw, downloaded on first use)", kind="supervised",
                    options=(DataOptions, CycleOptions))
 def permuted_mnist(cfg) -> Scenario:
-    ds = load_dataset("mnist", cfg.data_dir, cfg.max_train_samples)
+    ds = load_for(cfg, "mnist")
     return Scenario("permuted-mnist", permuted_tasks(ds, cfg.n_tasks or 10, cfg.seed), cycles=cfg.cycles)

@@ -264,7 +264,7 @@ def test_scalar_losses_by_hand():
     huber = ScalarHead("huber").loss(q, y)
     assert huber.tolist() == pytest.approx([0.125, 1.5, 0.125, 0.0, 3.5], abs=1e-6)
     mse = ScalarHead("mse").loss(q, y)
-    assert mse.tolist() == pytest.approx([0.125, 2.0, 0.125, 0.0, 8.0], abs=1e-6)
+    assert mse.tolist() == pytest.approx([0.25, 4.0, 0.25, 0.0, 16.0], abs=1e-6)  # Dopamine's mse_loss: no 1/2
 
 
 def test_scalar_bootstrap_and_q_values():
@@ -280,7 +280,7 @@ def test_scalar_bootstrap_and_q_values():
 def test_scalar_loss_is_float32_for_half_inputs():
     head = ScalarHead("mse")
     loss = head.loss(torch.ones(3, 1, dtype=torch.bfloat16), torch.zeros(3, dtype=torch.bfloat16))
-    assert loss.dtype == torch.float32 and loss.tolist() == [0.5, 0.5, 0.5]
+    assert loss.dtype == torch.float32 and loss.tolist() == [1.0, 1.0, 1.0]
 
 
 # ----------------------------------------------------------------------------- categorical heads

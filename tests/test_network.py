@@ -43,7 +43,7 @@ def test_norm_comes_before_nonlinearity_and_drops_bias():
     assert plain.layer.bias is not None and isinstance(plain.norm, nn.Identity)
 
 
-@pytest.mark.parametrize("torso, tokens, dim", [("nature", 49, 64), ("impala", 121, 32)])
+@pytest.mark.parametrize("torso, tokens, dim", [("nature", 121, 64), ("impala", 121, 32)])  # nature: SAME under softmoe
 def test_softmoe_replaces_penultimate_dense(torso, tokens, dim):
     net = _net(torso, moe="softmoe")
     moe = net.torso.dense.moe

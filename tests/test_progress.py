@@ -99,3 +99,36 @@ def test_bar_moves_between_evaluations_on_a_terminal(tmp_path):
     assert between, f"the bar showed only {sorted(set(shown))}: it did not move before the run's only chunk ended"
     assert all(n % 100 == 0 for n in between), between  # it moves at the learner's --log-every steps
     assert not _step_lines(drawn.replace("\r", "\n")), "plain lines are for stderr that is not a terminal"
+
+
+def _pty_stream(columns: int):
+    """(stream writing to a new pseudo-terminal of ``columns`` columns, fd to read what it shows)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40 if columns else 0, columns, 0, 0))
+    return os.fdopen(slave, "w"), master
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while select.select([fd], [], [], 0.2)[0]:
+        chunks.append(os.read(fd, 65536))
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_terminal_without_width_gets_plain_lines(tmp_path, monkeypatch):
+    """A pseudo-terminal of 0 columns (batch systems, containers): tqdm would draw nothing there."""
+    for columns in (0, 120):
+        stream, master = _pty_stream(columns)
+        monkeypatch.setattr(sys, "stderr", stream)
+        logger = RunLogger(tmp_path / str(columns), make_config("gym", log_every=100), total_steps=300)
+        for step in (100, 200, 300):
+            logger.progress(step)
+        logger.close()
+        stream.flush()
+        shown = _read_all(master).replace("\r", "\n")
+        stream.close()
+        os.close(master)
+        if columns == 0:
+            assert [ln.split()[1] for ln in _step_lines(shown)] == ["100/300", "200/300", "300/300"], shown
+        else:
+            assert not _step_lines(shown) and "300/300 [" in shown, shown

@@ -7,7 +7,9 @@
   with one, training goes on and equals a run given the larger budget from the start, with the
   old final evaluation still in the event file. Other options cannot change on resume.
 * SIGINT mid-task: ``summary.json`` is strict JSON (no bare NaN).
-* An exception in a user's scenario file: one line naming the file and line, exit code 2.
+* An exception in a user's scenario file (at import, in the scenario function, in a make_env, in an
+  env wrapper during training), or a make_env of the file that fails inside gymnasium: one line
+  naming the file (and the line, the task), exit code 2.
 """
 from __future__ import annotations
 
@@ -389,3 +391,22 @@ def test_exception_in_user_file_is_one_line_naming_file_and_line(where, tmp_path
     assert line.startswith("error: ") and "Traceback" not in line
     if where != "wrapper":  # refused while building the run: nothing written
         assert not root.exists()
+
+
+def test_env_factory_error_without_a_frame_in_the_user_file_names_file_and_task(tmp_path, capsys):
+    """A misspelt keyword of crl.gym_env_factory raises inside gymnasium, not in the user's file."""
+    path = tmp_path / "typo.py"
+    path.write_text('''import crl
+
+
+@crl.register_scenario("typo-kwarg-test", kind="rl")
+def scenario(cfg):
+    make = crl.gym_env_factory("CartPole-v1", pole_lenght=1.0)
+    return crl.Scenario("typo-kwarg-test", [crl.RLTask("long-pole", make)])
+''')
+    root = tmp_path / "runs"
+    assert main(["run", str(path), *_args(root, "--steps", "200", "--name", "t")]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: task 'long-pole': make_env(1, 3) failed: scenario file {path}: TypeError: "), line
+    assert "pole_lenght" in line
+    assert not root.exists()

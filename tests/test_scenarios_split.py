@@ -102,7 +102,7 @@ def test_split_tasks_partition_classes(tmp_path):
 ])
 def test_user_errors_are_one_line(tmp_path, capsys, argv, needles):
     code = main(["run", *argv, "--data-dir", str(tmp_path / "nodata"), "--run-dir", str(tmp_path / "runs"),
-                 "--no-progress"])
+                 "--no-progress", "--no-download"])  # never the internet in tests (test_datasets_download.py)
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0], err

@@ -17,7 +17,7 @@ Learning-rate protocol. The paper makes the learning-rate schedule explicit and 
 method: on sequential ALE a linear warmup followed by a cosine decay, restarted at every task
 change. ``--norm nap`` alone gives that schedule (crl/optim.py :class:`LRSchedule`): unless
 ``--lr-schedule`` or ``--lr-warmup`` are given, they become ``cosine`` and ``--nap-warmup``
-(1,000 updates, lowered to the updates of one task when a task is shorter), the schedule
+(1,000 updates, lowered to a tenth of a task's updates when a task is shorter than 10,000), the schedule
 starts at ``--nap-init-lr`` (1e-8), rises to ``--lr`` and decays to ``--nap-final-lr``
 (1e-6), and ``--lr-restart-per-task auto`` restarts it at every task. These are the values
 crl's reading of the paper's sequential-ALE setup gives (its peak there is 6.25e-4; crl keeps
@@ -55,8 +55,13 @@ class NaPOptions:
             notes.append("--norm nap: cosine learning-rate decay restarted at every task (NaP protocol; "
                          "--lr-schedule to change)")
         if "lr_warmup" not in explicit and cfg.lr_warmup == 0 and self.nap_warmup > 0:
-            per_task = max(1, cfg.steps // max(1, cfg.train_freq)) if cfg.agent != "classifier" else self.nap_warmup
-            cfg.lr_warmup = min(self.nap_warmup, per_task)
+            if cfg.agent != "classifier":
+                per_task = max(1, cfg.steps // max(1, cfg.train_freq))  # DQN: one update per train_freq env steps
+            elif cfg.epochs == 0:
+                per_task = cfg.steps
+            else:
+                per_task = None  # known once the data is loaded: the classifier cuts a warmup longer than a task
+            cfg.lr_warmup = self.nap_warmup if per_task is None else min(self.nap_warmup, max(1, per_task // 10))
             notes.append(f"--norm nap: {cfg.lr_warmup} updates of learning-rate warmup at every task (NaP protocol; "
                          "--lr-warmup to change)")
         return notes

@@ -262,8 +262,10 @@ class ScalarHead(ValueHead):
 
     Target ``y = r + discount * q(s', a*)``. ``loss="huber"``: ``smooth_l1(q, y)`` with
     ``beta = 1`` (``0.5 d^2`` for ``|d| < 1``, else ``|d| - 0.5``). ``loss="mse"``:
-    ``0.5 (q - y)^2`` (note the factor 0.5, as in PQN/purejaxql; CleanRL's ``mse_loss`` has none,
-    so its gradients are twice as large at equal learning rate).
+    ``(q - y)^2``, Dopamine's ``losses.mse_loss`` (``dopamine/jax/losses.py``; CleanRL's
+    ``F.mse_loss`` is the same). PQN/purejaxql use ``0.5 (q - y)^2``: with Adam that
+    factor only moves epsilon (``0.5 (q - y)^2`` with eps equals ``(q - y)^2`` with 2 eps); with
+    SGD it halves the step.
     """
 
     def __init__(self, loss: str = "huber"):
@@ -290,7 +292,7 @@ class ScalarHead(ValueHead):
         q, y = out[..., 0].float(), target.float()
         if self.kind == "huber":
             return F.smooth_l1_loss(q, y, reduction="none", beta=1.0)
-        return 0.5 * (q - y).square()
+        return (q - y).square()
 
 
 class _ScalarBackupCategoricalHead(ValueHead):
@@ -406,7 +408,7 @@ def _scalar_huber(cfg) -> ValueHead:
     return ScalarHead("huber")
 
 
-@HEADS.register("scalar-mse", "one output per action, 0.5 * squared TD error", categorical=False)
+@HEADS.register("scalar-mse", "one output per action, squared TD error (Dopamine's mse_loss)", categorical=False)
 def _scalar_mse(cfg) -> ValueHead:
     return ScalarHead("mse")
 

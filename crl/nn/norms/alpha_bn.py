@@ -1,6 +1,7 @@
 """alpha-BN: test-time mixing of BatchNorm's running (source) statistics with the statistics of
-the test batch. Not a ``--norm`` entry: it is selected by ``--test-time-norm alpha-bn --alpha A``
-and applied to a built model with :func:`apply_alpha_bn` (undo with :func:`remove_alpha_bn`).
+the test batch. Not a ``--norm`` entry and not reachable from the command line (no flag selects
+it): apply it in Python to a built model with :func:`apply_alpha_bn` (undo with
+:func:`remove_alpha_bn`), e.g. on a learner's network before calling its ``evaluate``.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def apply_alpha_bn(model: nn.Module, alpha: float, unbiased: bool = False) -> li
     """
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
-        raise UserError(f"--alpha: alpha-BN mixing weight must be in [0, 1] (weight on the test batch), got {alpha}")
+        raise UserError(f"apply_alpha_bn: alpha (the weight on the test batch) must be in [0, 1], got {alpha}")
     names = []
     for name, m in model.named_modules():
         cls = type(m)
@@ -88,8 +89,8 @@ def apply_alpha_bn(model: nn.Module, alpha: float, unbiased: bool = False) -> li
             m.alpha_unbiased = bool(unbiased)
             names.append(name)
     if not names:
-        raise UserError("--test-time-norm alpha-bn: the network has no BatchNorm layer with running statistics "
-                        "(use --norm batchnorm, or drop --test-time-norm)")
+        raise UserError("apply_alpha_bn: the network has no BatchNorm layer with running statistics "
+                        "(build it with --norm batchnorm)")
     return names
 
 

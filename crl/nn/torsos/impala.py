@@ -1,7 +1,8 @@
 """Impala ResNet (Espeholt et al. 2018, ``google-deepmind/scalable_agent: experiment.py``).
 
 Per stage (16, 32, 32 channels x ``--impala-width``): Conv3x3 -> MaxPool 3x3 s2 -> two
-residual blocks ``x + Conv(act(Conv(act(x))))``; then act -> flatten -> Linear(256).
+residual blocks ``x + Conv(act(Conv(act(x))))``; then act -> flatten -> Linear(256)
+(``--impala-dense``; 512 for Dopamine's Impala baseline of the SoftMoE paper, ``labs/moes``).
 84 -> 42 -> 21 -> 11, output 32x11x11 = 3872 at width 1.
 
 Norm placement: before each nonlinearity, as everywhere in crl. Inside a residual block
@@ -52,13 +53,16 @@ class ImpalaOptions:
     """Width of the Impala ResNet."""
 
     impala_width: int = option(1, "channel multiplier of the Impala ResNet", check="positive")
+    impala_dense: int = option(256, "units of the Impala torso's dense layer (Espeholt et al. 2018: 256; Dopamine's "
+                                    "Impala baseline in labs/moes: 512)", check="positive")
 
 
-@TORSOS.register("impala", "Impala ResNet (16,32,32 x --impala-width) + Linear(256), pre-activation norms",
+@TORSOS.register("impala", "Impala ResNet (16,32,32 x --impala-width) + Linear(--impala-dense, 256), pre-activation "
+                           "norms",
                  options=ImpalaOptions, conv=True)
 def impala(obs_shape: tuple, cfg) -> ConvTorso:
     check_image(obs_shape, "impala")
     chans = [obs_shape[0]] + [k * cfg.impala_width for k in (16, 32, 32)]
     stages = [ImpalaStage(a, b, cfg.norm) for a, b in zip(chans, chans[1:])]
     encoder = nn.Sequential(*stages, PreNormAct(chans[-1], cfg.norm))
-    return ConvTorso(encoder, obs_shape, 256, cfg.norm)
+    return ConvTorso(encoder, obs_shape, cfg.impala_dense, cfg.norm)

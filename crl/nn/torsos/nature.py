@@ -1,16 +1,56 @@
 """Nature CNN (Mnih et al. 2015, "Human-level control through deep RL").
 
-PyTorch/CleanRL layout (``vwxyzjn/cleanrl: cleanrl/dqn_atari.py``): VALID padding,
-84 -> 20 -> 9 -> 7, flatten 3136, Linear(512); PyTorch default init; input uint8 / 255.
+Default (``--nature-padding valid``), the PyTorch/CleanRL layout (``vwxyzjn/cleanrl:
+cleanrl/dqn_atari.py``): VALID padding, 84 -> 20 -> 9 -> 7, flatten 3136, Linear(512);
+PyTorch default init; input uint8 / 255.
+
+``--nature-padding same``: Dopamine's JAX ``NatureDQNNetwork`` (``dopamine/jax/networks.py``,
+flax ``nn.Conv`` whose default padding is SAME): 84 -> 21 -> 11 -> 11, flatten 7744. SAME is
+TensorFlow's rule, ``out = ceil(in / stride)`` with the padding split low/high as
+``total // 2`` / the rest (asymmetric where total is odd: 1/2 on the second conv), done by
+:class:`SameConv2d`. The SoftMoE paper's networks (Obando-Ceron et al. 2024, Dopamine's
+``labs/moes``) use this torso: 121 tokens of 64 channels, 16 slots per expert for 8 experts.
+``auto`` (the default) is SAME with ``--moe softmoe`` and VALID otherwise.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from crl.errors import UserError
-from crl.nn.blocks import conv_block, dense_block
+from crl.nn.blocks import Block, conv_block, dense_block
+from crl.options import option
 from crl.registry import NORMS, TORSOS
+
+
+class SameConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow/flax SAME padding for any stride: ``out = ceil(in / stride)``,
+    zero padding ``total = max((out - 1) * stride + kernel - in, 0)`` per spatial dim, ``total // 2``
+    before and the rest after (computed from each input's size)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(reversed(x.shape[2:]), reversed(self.kernel_size), reversed(self.stride)):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+def same_conv_block(in_ch: int, out_ch: int, kernel: int, stride: int, norm: str) -> Block:
+    return Block(lambda bias: SameConv2d(in_ch, out_ch, kernel, stride, 0, bias=bias), out_ch, norm, dims=2)
+
+
+@dataclass
+class NatureOptions:
+    """Padding of the Nature CNN."""
+
+    nature_padding: str = option("auto", "valid (CleanRL, 7x7 feature map), same (Dopamine JAX, 11x11) or auto "
+                                         "(same with --moe softmoe, as the SoftMoE paper; valid otherwise)",
+                                 choices=("auto", "valid", "same"))
 
 
 class ConvTorso(nn.Module):
@@ -44,13 +84,22 @@ def check_image(obs_shape: tuple, torso: str) -> None:
         raise UserError(f"--torso: '{torso}' needs image observations (C, H, W), got shape {tuple(obs_shape)}; use mlp")
 
 
-@TORSOS.register("nature", "Nature DQN CNN: 3 convs (VALID) + Linear(512), norm before each ReLU", conv=True)
+def nature_padding(cfg) -> str:
+    """``valid`` or ``same``: ``--nature-padding``, with ``auto`` resolved (same under ``--moe softmoe``)."""
+    if cfg.nature_padding == "auto":
+        return "same" if cfg.moe == "softmoe" else "valid"
+    return cfg.nature_padding
+
+
+@TORSOS.register("nature", "Nature DQN CNN: 3 convs (VALID; SAME with --nature-padding same or under --moe "
+                           "softmoe) + Linear(512), norm before each ReLU", options=NatureOptions, conv=True)
 def nature(obs_shape: tuple, cfg) -> ConvTorso:
     check_image(obs_shape, "nature")
     c = obs_shape[0]
+    block = same_conv_block if nature_padding(cfg) == "same" else conv_block
     encoder = nn.Sequential(
-        conv_block(c, 32, 8, 4, cfg.norm),
-        conv_block(32, 64, 4, 2, cfg.norm),
-        conv_block(64, 64, 3, 1, cfg.norm),
+        block(c, 32, 8, 4, cfg.norm),
+        block(32, 64, 4, 2, cfg.norm),
+        block(64, 64, 3, 1, cfg.norm),
     )
     return ConvTorso(encoder, obs_shape, 512, cfg.norm)
