@@ -116,6 +116,12 @@ def env_seed(value: int) -> int:
     return int(value) % ENV_SEED_RANGE
 
 
+def _lives(info) -> np.ndarray | None:
+    """Lives left per env from a vector env's info (ALE reports ``lives``), or None."""
+    lives = info.get("lives") if isinstance(info, dict) else None
+    return None if lives is None else np.asarray(lives).copy()
+
+
 def _env_spaces(task, seed: int):
     env = task.make_env(1, env_seed(seed))
     try:
@@ -167,6 +173,8 @@ class DQNAgent:
         self.np_rng = np.random.default_rng(cfg.seed)
         self.env = None
         self.env_task_index = -1
+        self.episodic_life = bool(getattr(cfg, "episodic_life", False))
+        self.lives: np.ndarray | None = None
         self.env_steps = 0  # over the whole run
         self.updates = 0
         self.update_debt = 0.0
@@ -306,7 +314,8 @@ class DQNAgent:
             self.env.close()
         seed = env_seed(self.cfg.seed + 10_007 * task_index)
         self.env = task.make_env(self.cfg.num_envs, seed)
-        self.obs, _ = self.env.reset(seed=seed)
+        self.obs, info = self.env.reset(seed=seed)
+        self.lives = _lives(info)
         n = self.cfg.num_envs
         self.prev_done = np.zeros(n, bool)
         self.ep_return, self.ep_len = np.zeros(n), np.zeros(n, np.int64)
@@ -332,12 +341,13 @@ class DQNAgent:
             if overlap:  # the env steps in its own threads while the updates due at this step run
                 self.env.send(actions)
                 self._learn(n, self.env_steps + n)
-                next_obs, reward, terminated, truncated, _ = self.env.recv()
+                next_obs, reward, terminated, truncated, info = self.env.recv()
             else:
-                next_obs, reward, terminated, truncated, _ = self.env.step(actions)
+                next_obs, reward, terminated, truncated, info = self.env.step(actions)
             valid = ~self.prev_done  # NEXT_STEP autoreset: the step after a done step is a reset, not a transition
             learn_reward = np.clip(reward, -1.0, 1.0) if cfg.clip_rewards else reward
-            self.replay.add(self.obs, actions, learn_reward, next_obs, terminated, truncated, valid,
+            learn_terminated = terminated | self._life_lost(info, valid) if self.episodic_life else terminated
+            self.replay.add(self.obs, actions, learn_reward, next_obs, learn_terminated, truncated, valid,
                             task=self.env_task_index)
             self._track_episodes(reward, terminated | truncated, valid)
             self.prev_done = terminated | truncated
@@ -362,6 +372,19 @@ class DQNAgent:
         if env_steps >= self.next_target_sync:
             self.target.load_state_dict(self.network.state_dict())
             self.next_target_sync = (env_steps // cfg.target_update + 1) * cfg.target_update
+
+    def _life_lost(self, info, valid: np.ndarray) -> np.ndarray:
+        """``--episodic-life``: True where a life was lost in this (valid) step. The transition is then
+        stored as terminal (no bootstrap) and the next one opens a new replay episode, while the env
+        plays on: the learning signal of CORA's / baselines' ``EpisodicLifeEnv``. Episode returns,
+        lengths and evaluation keep whole games."""
+        lives = _lives(info)
+        if lives is None or self.lives is None:
+            self.lives = lives
+            return np.zeros(len(valid), bool)
+        lost = valid & (lives < self.lives)
+        self.lives = lives
+        return lost
 
     def _track_episodes(self, reward, done, valid) -> None:
         self.ep_return += np.where(valid, reward, 0.0)
@@ -446,7 +469,7 @@ class DQNAgent:
             "episode": None if self.env is None else (self.obs, self.prev_done, self.ep_return, self.ep_len),
             "counters": (self.env_steps, self.updates, self.update_debt, self.next_target_sync),
             "probes": {k: v.cpu() for k, v in self.probes.items()},
-            "probe_gen": self.probe_gen.get_state(),
+            "probe_gen": self.probe_gen.get_state(), "lives": self.lives,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -461,6 +484,7 @@ class DQNAgent:
         self.probes = {k: v.to(self.device) for k, v in state["probes"].items()}
         if "probe_gen" in state:  # absent in checkpoints written before it existed
             self.probe_gen.set_state(state["probe_gen"])
+        self.lives = state.get("lives")
         if state["env"] is not None:
             self.env = pickle.loads(state["env"])
             self.env_task_index = state["env_task_index"]

@@ -139,10 +139,11 @@ def build_scenario(name: str, cfg) -> Scenario:
     if not isinstance(scenario, Scenario):
         raise UserError(f"crl run: scenario '{name}' returned {type(scenario).__name__}, expected crl.Scenario")
     scenario.validate()
-    if getattr(build, "__module__", "").startswith(USER_MODULE_PREFIX):
+    if getattr(build, "__module__", "").startswith(USER_MODULE_PREFIX):  # from a user's file: one-line env errors
+        file = getattr(getattr(build, "__code__", None), "co_filename", name)
         for task in scenario.tasks:
             if task.kind == "rl" and not isinstance(task.make_env, UserEnvFactory):
-                task.make_env = UserEnvFactory(build.__code__.co_filename, task.name, task.make_env)
+                task.make_env = UserEnvFactory(file, task.name, task.make_env)
     return scenario
 
 

@@ -7,7 +7,11 @@ zero-padded stack, **no no-op starts** and **no FIRE on reset** (stochasticity c
 sticky actions), no episodic life, episodes capped at 108,000 frames (truncation,
 bootstrapped), NEXT_STEP autoreset, and *raw* rewards: the agent clips rewards for learning,
 so real game scores are logged. ``--noop-max 30`` and ``--fire-reset`` give the Mnih et al.
-(2015) / CleanRL starts instead (ale-py's vector env defaults). No episodic life.
+(2015) / CleanRL starts instead (ale-py's vector env defaults). ``--episodic-life`` makes the
+DQN agent store a life loss as a terminal transition (the learning signal of CORA's and
+baselines' ``EpisodicLifeEnv``) while the game plays on; logged returns and evaluation keep
+whole games. ale-py's own ``episodic_life`` is not used: it restarts the whole game at the
+first life loss.
 
 ale-py 0.12.1's vector env returns the final observation of an episode with a stale last
 frame: its frameskip loop stops at the terminal frame before the 4th frame is captured, so the
@@ -38,6 +42,9 @@ class AtariOptions:
                               "al. 2018; 30 = Mnih et al. 2015, CleanRL)", check="non_negative")
     fire_reset: bool = option(False, "press FIRE after each reset in games that need it (off as Dopamine; on in "
                                      "CleanRL and ale-py's vector env)")
+    episodic_life: bool = option(False, "learn as if each life loss ended the episode (terminal transition, no "
+                                        "bootstrap), the env playing on; returns and evaluation keep whole games "
+                                        "(CORA's EpisodicLifeEnv; off as Dopamine)")
 
 
 @dataclass
@@ -87,7 +94,7 @@ def atari_task(game: str, cfg, steps: int | None = None) -> RLTask:
     factory = partial(make_atari_env, game, full_action_space=cfg.full_action_space, **env_settings(cfg))
     return RLTask(game, factory, steps=steps,
                   info={"game": game, "sticky_actions": cfg.sticky_actions, "full_action_space": cfg.full_action_space,
-                        "episodic_life": False, "noop_max": cfg.noop_max, "fire_reset": cfg.fire_reset})
+                        "episodic_life": cfg.episodic_life, "noop_max": cfg.noop_max, "fire_reset": cfg.fire_reset})
 
 
 @register_scenario("atari", "one Atari game (--game), Machado et al. protocol, sticky actions 0.25",

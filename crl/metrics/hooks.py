@@ -575,5 +575,7 @@ def default_hooks(cfg) -> list[Hook]:
     if cfg.metrics_every > 0:
         hooks.append(PlasticityHook(cfg.metrics_every, probe_every=cfg.probe_every, probe_steps=cfg.probe_steps,
                                     seed=cfg.seed))
-    hooks += [ForgettingHook(), TensorBoardViews()]
+    from crl.metrics.human_normalized import HumanNormalizedScores
+
+    hooks += [HumanNormalizedScores(), ForgettingHook(), TensorBoardViews()]
     return hooks
