@@ -12,13 +12,19 @@ Mottaghi, Gupta, "CORA: Benchmarks, Baselines, and Metrics as a Platform for Con
 Reinforcement Learning Agents", CoLLAs 2022; ``AGI-Labs/continual_rl:
 continual_rl/experiment_specs.py``): SpaceInvaders, Krull, BeamRider, Hero, StarGunner,
 MsPacman. ``mini-cora-atari``: its 3-game ``mini_atari_3_tasks_3_cycles`` (SpaceInvaders,
-BeamRider, MsPacman). CORA's settings, to pass explicitly: ``--cycles 5`` (published results
-use 2), 5e7 steps per task (``--steps``; CORA's docs call them frames, unverified), eval
-every 0.25M steps with 10 episodes (``--eval-every 250000 --eval-episodes 10``). CORA's env
-differs from crl's Atari protocol (``scenarios/atari.py``): ``*NoFrameskip-v4`` (no sticky
-actions: ``--sticky-actions 0``), EpisodicLife (not offered), ``max_episode_steps=10000``
-(read as frames: ``--max-episode-frames 10000``, unverified). Rewards are not clipped in
-the env in either (the agent clips for learning).
+BeamRider, MsPacman), with crl's Atari protocol.
+
+``cora-atari`` starts from CORA's settings (the ``cora-atari`` preset, :data:`CORA_SETTINGS`),
+read from ``experiment_specs.py`` (``create_atari_sequence_loader(..., max_episode_steps=10000,
+num_timesteps=5e7, continual_testing_freq=0.25e6, cycle_count=5, full_action_space=True)``)
+and ``experiments/tasks/make_atari_task.py`` (``*NoFrameskip-v4``, ``NoopResetEnv(noop_max=30)``,
+``MaxAndSkipEnv(skip=4)``, then ``TimeLimit(max_episode_steps)``, so the cap counts agent
+steps: 10,000 x 4 = 40,000 frames; ``EpisodicLifeEnv``; ``FireResetEnv``): ``--cycles 5``,
+``--steps 50000000`` per task, ``--sticky-actions 0``, ``--noop-max 30``, ``--fire-reset``,
+``--episodic-life``, ``--max-episode-frames 40000``, ``--eval-every 250000``. Flags given
+on the command line win. Rewards are not clipped in the env (the agent clips for learning),
+as in CORA. Not reproduced: CORA's agents (IMPALA, CLEAR, EWC, ...) and their evaluation
+episodes; crl evaluates with ``--eval-episodes`` whole games.
 
 Modes and difficulties (Machado et al. 2018; ``ALE docs/environments``): ``ale_py``'s vector
 env cannot set them, so such tasks run on ``ale_py.env.AtariEnv(mode=, difficulty=,
@@ -38,12 +44,16 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 
+from crl.config import PRESETS
 from crl.errors import UserError
 from crl.options import option
 from crl.scenario import CycleOptions, RLTask, Scenario, register_scenario
 from scenarios.atari import AtariOptions, check_game, env_settings, make_atari_env
 
 CORA_GAMES = ("space_invaders", "krull", "beam_rider", "hero", "star_gunner", "ms_pacman")
+# CORA's atari_6_tasks_5_cycles settings (module docstring), as crl options
+CORA_SETTINGS = dict(cycles=5, steps=50_000_000, sticky_actions=0.0, noop_max=30, fire_reset=True, episodic_life=True,
+                     max_episode_frames=40_000, eval_every=250_000)
 MINI_CORA_GAMES = ("space_invaders", "beam_rider", "ms_pacman")
 
 
@@ -181,7 +191,7 @@ def atari_sequence(name: str, games: list[tuple[str, int | None, int | None]], c
     for game, mode, difficulty in games:
         check_game(game)
         info = {"game": game, "full_action_space": True, "sticky_actions": cfg.sticky_actions,
-                "noop_max": cfg.noop_max, "fire_reset": cfg.fire_reset}
+                "noop_max": cfg.noop_max, "fire_reset": cfg.fire_reset, "episodic_life": cfg.episodic_life}
         if mode is None and difficulty is None:
             factory = partial(make_atari_env, game, full_action_space=True, **env_settings(cfg))
             task_name = game
@@ -210,8 +220,15 @@ def sequential_atari(cfg) -> Scenario:
     return atari_sequence("sequential-atari", games, cfg)
 
 
+# The cora-atari preset: the atari preset (Dopamine DQN) with CORA's scenario settings. Registered here, beside
+# the scenario, so `crl run cora-atari` starts from it (crl/flags.py auto_preset).
+PRESETS.setdefault("cora-atari", {**PRESETS["atari"], **CORA_SETTINGS})
+
+
 @register_scenario("cora-atari", "CORA's 6-game Atari sequence (SpaceInvaders, Krull, BeamRider, Hero, StarGunner, "
-                                 "MsPacman), full action space; --cycles 5 for CORA", kind="rl", preset="atari",
+                                 "MsPacman), full action space, CORA's settings (5 cycles of 50M steps, no sticky "
+                                 "actions, 30 no-ops, FIRE, episodic life, 40k-frame cap)", kind="rl",
+                   preset="cora-atari",
                    options=(AtariOptions, CycleOptions))
 def cora_atari(cfg) -> Scenario:
     return atari_sequence("cora-atari", [(g, None, None) for g in CORA_GAMES], cfg)
