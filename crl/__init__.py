@@ -17,7 +17,7 @@ _EXPORTS = {
     "register_scenario": "crl.scenario", "CycleOptions": "crl.scenario", "option": "crl.options",
     "declare_options": "crl.options", "AGENTS": "crl.registry", "TORSOS": "crl.registry", "NORMS": "crl.registry",
     "HEADS": "crl.registry", "INTERVENTIONS": "crl.registry", "OPTIMIZERS": "crl.registry",
-    "SCENARIOS": "crl.registry",
+    "SCENARIOS": "crl.registry", "from_avalanche": "crl.avalanche",
 }
 
 

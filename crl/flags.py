@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from pathlib import Path
 from dataclasses import fields
 from typing import Any, Sequence
 
@@ -47,6 +48,15 @@ class Parser(argparse.ArgumentParser):
 
 def is_scenario_file(spec: str) -> bool:
     return spec.endswith(".py") or ".py:" in spec
+
+
+def absolute(spec: str) -> str:
+    """A scenario file's path made absolute (``FILE.py[:NAME]``), so ``--resume`` works from any
+    working directory; a registered name as it is."""
+    if not is_scenario_file(spec):
+        return spec
+    path, _, entry = spec.partition(".py")
+    return str(Path(path + ".py").resolve()) + entry
 
 
 def scenario_name(spec: str) -> str:
@@ -170,10 +180,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, set[str]]:
     given = {k for k, v in vars(args).items() if k in by_name and v is not None and k != "scenario"}
     values = {k: coerce(by_name[k], getattr(args, k), source=flag(k)) for k in given}
     explicit = set(given)
-    command_scenario = args.scenario if args.command == "run" else args.command
+    command_scenario = absolute(args.scenario) if args.command == "run" else args.command
     if getattr(args, "config_file", None):  # --config FILE.yaml: defaults from a file, flags win (crl/sweep.py author)
         file_values = read_config_values(args.config_file)
-        if file_values.pop("scenario", command_scenario) != command_scenario:
+        if absolute(file_values.pop("scenario", command_scenario)) != command_scenario:
             raise UserError(f"--config: {args.config_file} is for another scenario than `crl {args.command}` "
                             f"({command_scenario})")
         explicit |= set(file_values)

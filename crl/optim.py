@@ -603,6 +603,8 @@ def build_optimizer(
     normuon     :class:`NorMuon`. ``lr`` is the Muon (matrix) lr (reference 0.02); the
                 AdamW side uses ``aux_lr`` (kw, default 3e-4), ``eps`` (so 1e-8 here
                 unless given; the reference uses 1e-10) and the same ``weight_decay``.
+                Runs build it with :func:`optimizer_args`, which passes NorMuon's own
+                options (``--muon-lr 0.02``, ``--muon-aux-eps 1e-10``, ...).
                 Matrices (``ndim >= 2``) go to Muon unless their name is in
                 ``muon_exclude``; vectors always go to AdamW. kw: ``aux_lr``,
                 ``momentum=0.95``, ``beta2=0.95``, ``nesterov=True``, ``ns_steps=5``,
@@ -671,7 +673,8 @@ class LRSchedule:
     The NaP protocol (Lyle et al., "Normalization and effective learning rates in
     reinforcement learning", NeurIPS 2024, arXiv 2407.01800) on sequential ALE uses a
     cosine schedule restarted at every task change: start 1e-8, 1,000-step linear warmup to
-    6.25e-4, cosine to 1e-6::
+    6.25e-4, cosine to 1e-6 (as crl reads the paper; ``--norm nap`` sets it up with ``--lr``
+    as the peak, see :mod:`crl.interventions.nap`)::
 
         LRSchedule(opt, "cosine", base_lr=6.25e-4, total_steps=T, warmup_steps=1000,
                    init_lr=1e-8, final_lr=1e-6, restart_per_task=True, steps_per_task=S)

@@ -88,8 +88,10 @@ Algorithm, at every optimizer update of the learner (through ``transform_loss``)
 
 Other choices: V's size is ``--meta-val-size`` (0 = the training batch size); the
 virtual step ignores gradient clipping, weight decay and the other hooks' loss terms
-(e.g. ``l2-init``'s penalty); extra forwards in train mode update BatchNorm running
-statistics too. Task boundaries: with ``--meta-reset-per-task`` Omega, its optimizer and the
+(e.g. ``l2-init``'s penalty); its extra forwards run in train mode (batch statistics) but
+leave no norm state behind: the learners call ``transform_loss`` inside
+:func:`crl.nn.norms.state.preserved`, so running statistics and counters advance only with the
+learner's own forward, once per update. Task boundaries: with ``--meta-reset-per-task`` Omega, its optimizer and the
 loss statistics restart at every new task (default off: the rescaler carries over).
 Cost per update: 1 extra forward (features); per meta step additionally a double-backward
 on the training batch, a forward/backward of the validation batch, and (``sampled``,

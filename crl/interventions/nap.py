@@ -48,8 +48,11 @@ class NaPOptions:
                                  check="non_negative")
 
     def fit_budget(self, cfg, explicit: set[str]) -> list[str]:
-        """NaP's schedule for the options the user did not set; one note per change."""
+        """NaP's schedule for the options the user did not set; one note per change. Only for
+        ``--norm nap`` (the per-task restart, ``--lr-restart-per-task auto``, follows ``--norm``)."""
         notes = []
+        if cfg.norm != "nap":
+            return notes
         if "lr_schedule" not in explicit and cfg.lr_schedule == "constant":
             cfg.lr_schedule = "cosine"
             notes.append("--norm nap: cosine learning-rate decay restarted at every task (NaP protocol; "
@@ -69,7 +72,7 @@ class NaPOptions:
 
 def schedule_ends(cfg) -> dict[str, float]:
     """``init_lr`` and ``final_lr`` of the learner's :class:`crl.optim.LRSchedule`: NaP's when it is in play."""
-    if "nap" in cfg.interventions():
+    if cfg.norm == "nap":
         return {"init_lr": cfg.nap_init_lr, "final_lr": cfg.nap_final_lr}
     return {}
 
