@@ -6,6 +6,17 @@ cross-entropy (``dqn-hlgauss``, Farebrother et al. 2024, arXiv 2403.03950), two-
 ``y = R_n + gamma^n (1 - terminated) Q_target(s', a*)`` with ``a*`` chosen on *decoded* Q
 values; C51 backs up the projected next-state distribution.
 
+Stateful norms (BatchNorm, PowerNorm, Unified Norm, AdaB2N, EvoNorm-B0) see one training-mode
+forward per optimizer update, the online network's on the batch's observations: the target
+network stays in eval mode (its running statistics copied with the weights at each target
+sync, as Stable-Baselines3's DQN) and the double-DQN selector forward runs in eval mode (as
+PQN's bootstrap, ``train=False``). Why: the norms' papers count training steps (PowerNorm's
+10k-iteration warmup, AdaB2N's eta recursion, UN's gradient window), which a second or third
+training forward per update would advance two or three times as fast, and a bootstrap value in
+eval mode depends on its next state only, not on the other states of the batch (see
+:meth:`DQNAgent.per_sample_loss`). CrossQ's alternative (one joint forward of s and s', no
+target network) is not offered.
+
 Read :meth:`DQNAgent.update` top to bottom for the algorithm; everything else is
 bookkeeping: acting in a NEXT_STEP-autoreset vector env (the reset transition never enters
 replay; truncation is bootstrapped, termination is not), reward clipping inside the agent

@@ -137,9 +137,11 @@ class Runner:
     def _finish(self, checkpoint: bool) -> dict[str, Any]:
         if checkpoint:
             self.checkpoint()
-        self.hooks.on_run_end(self)
+        stopped_early = self.task_index < len(self.stream)
+        if not stopped_early:  # a stopped run goes on after --resume: its end-of-run scalars would be extra points
+            self.hooks.on_run_end(self)
         summary = self.summary()
-        summary["stopped_early"] = self.task_index < len(self.stream)
+        summary["stopped_early"] = stopped_early
         if self.stop_signal and summary["stopped_early"]:  # a signal during the very last evaluation: finished
             summary["stop_signal"] = self.stop_signal
         self.logger.write_summary(summary)

@@ -206,7 +206,7 @@ def test_parameter_layers_measure_the_weight_tensor():
 
 def test_metrics_off_means_no_plasticity_hook():
     kinds = [type(h).__name__ for h in default_hooks(make_config("gym", metrics_every=0))]
-    assert kinds == ["ForgettingHook", "TensorBoardViews"]
+    assert kinds == ["HumanNormalizedScores", "ForgettingHook", "TensorBoardViews"]
     assert type(default_hooks(make_config("gym"))[0]) is PlasticityHook
 
 
