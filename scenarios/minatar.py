@@ -156,7 +156,9 @@ def minatar_task(game: str, cfg, *, full_action_space: bool, channels: int | Non
     check_game(game)
     factory = partial(make_minatar_env, game, sticky=cfg.minatar_sticky_actions,
                       ramping=cfg.minatar_difficulty_ramping, full_action_space=full_action_space, channels=channels)
-    return RLTask(game, factory, info={"game": game, "minatar": True, "channels": channels or CHANNELS[game],
+    # "minatar_game", not "game": info["game"] names an Atari ROM (crl/metrics/human_normalized.py would score
+    # MinAtar breakout against Atari Breakout's human and random scores)
+    return RLTask(game, factory, info={"minatar_game": game, "channels": channels or CHANNELS[game],
                                        "game_channels": CHANNELS[game], "full_action_space": full_action_space,
                                        "sticky_actions": cfg.minatar_sticky_actions,
                                        "difficulty_ramping": cfg.minatar_difficulty_ramping, "frame_stack": 1})

@@ -247,3 +247,14 @@ def test_metric_probe_comes_from_the_tasks_own_transitions():
     probe = learner.probe_batch(learner.run.task)
     assert probe is not None and bool((probe.mean(dim=1) > 25).all())
     assert learner.probe_batch(learner.run.task) is probe  # fixed for the task
+
+
+@pytest.mark.parametrize("agent", ["dqn", "dqn-mse", "dqn-twohot", "dqn-c51"])
+def test_every_head_advances_batchnorm_once_per_update(agent):
+    torch.manual_seed(0)
+    learner = _dqn("batchnorm", agent=agent)
+    online = _norm_modules(learner.network, "batchnorm")
+    for _ in range(3):
+        learner.update()
+    assert all(int(m.num_batches_tracked) == 3 for m in online)
+    assert all(int(m.num_batches_tracked) == 0 for m in _norm_modules(learner.target, "batchnorm"))

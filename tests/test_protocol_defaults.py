@@ -1,0 +1,207 @@
+"""Issue 12: defaults that are part of a method's protocol, checked on real runs.
+
+Epsilon is Dopamine's ``linearly_decaying_epsilon`` (1.0 until learning starts, then linear);
+``--norm nap`` gives a warmup + cosine learning-rate curve restarted at every task (read back
+from the event file); NorMuon's Muon step size is 0.02 whatever the preset.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.dqn import linear_epsilon
+from crl.cli import main
+from crl.config import PRESETS, make_config
+from conftest import gym_args
+
+
+def _scalars(run_dir, tag):
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    ea.Reload()
+    return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+
+def test_epsilon_is_dopamines_linearly_decaying_epsilon():
+    # Dopamine: steps_left = decay + warmup - step; bonus = clip((1 - eps) * steps_left / decay, 0, 1 - eps)
+    for step in (0, 19_999, 20_000):
+        assert linear_epsilon(step, 1.0, 0.01, 250_000, 20_000) == 1.0
+    assert linear_epsilon(20_000 + 125_000, 1.0, 0.01, 250_000, 20_000) == pytest.approx(0.505)
+    assert linear_epsilon(270_000, 1.0, 0.01, 250_000, 20_000) == pytest.approx(0.01)
+    assert linear_epsilon(10 ** 7, 1.0, 0.01, 250_000, 20_000) == pytest.approx(0.01)
+
+
+def test_epsilon_logged_is_one_until_learning_starts(run_root):
+    args = gym_args(run_root, "--steps", "400", "--learning-starts", "200", "--eps-decay-steps", "100",
+                    "--eval-every", "400", "--eval-episodes", "1", "--log-every", "20", "--name", "eps")
+    assert main(args) == 0
+    (run_dir,) = run_root.glob("*/*/eps")
+    eps = _scalars(run_dir, "train/epsilon")
+    assert all(v == 1.0 for s, v in eps if s <= 200)
+    # logged at step 260: the epsilon of the step taken at 259 (gym preset: eps_end 0.05)
+    assert [v for s, v in eps if s == 260][0] == pytest.approx(1.0 - 0.95 * 0.59)
+    assert all(v == pytest.approx(0.05) for s, v in eps if s > 300)
+
+
+def test_nap_alone_gives_warmup_and_cosine_restarted_at_each_task(tmp_path):
+    argv = ["run", "split-digits", "--n-tasks", "2", "--norm", "nap", "--epochs", "0", "--steps", "100",
+            "--run-dir", str(tmp_path), "--no-progress", "--metrics-every", "0", "--mlp-hidden", "16",
+            "--log-every", "1", "--name", "nap"]
+    assert main(argv) == 0
+    (run_dir,) = tmp_path.glob("*/*/nap")
+    lr = dict(_scalars(run_dir, "train/lr"))
+    peak, init, final, warmup, horizon = 1e-3, 1e-8, 1e-6, 10, 100  # supervised preset lr; warmup = 100 // 10
+    for task in range(2):
+        base = task * horizon
+        for s in range(1, horizon + 1):
+            k = s  # lr logged after update s of the task is the one for the next update
+            if k < warmup:
+                want = init + (peak - init) * k / warmup
+            elif k >= horizon:
+                want = final
+            else:
+                want = final + (peak - final) * 0.5 * (1 + math.cos(math.pi * (k - warmup) / (horizon - warmup)))
+            assert lr[base + s] == pytest.approx(want, rel=1e-5), (task, s)
+    assert lr[horizon + 1] < 1e-3 * 0.2 and lr[horizon + warmup] == pytest.approx(peak, rel=1e-5)  # restarted
+
+
+def test_nap_schedule_flags_still_override(tmp_path):
+    argv = ["run", "split-digits", "--n-tasks", "2", "--norm", "nap", "--epochs", "0", "--steps", "40",
+            "--run-dir", str(tmp_path), "--no-progress", "--metrics-every", "0", "--mlp-hidden", "16",
+            "--log-every", "1", "--name", "c", "--lr-schedule", "constant", "--lr-warmup", "0"]
+    assert main(argv) == 0
+    (run_dir,) = tmp_path.glob("*/*/c")
+    lrs = [v for _, v in _scalars(run_dir, "train/lr")]
+    assert lrs and all(v == pytest.approx(1e-3) for v in lrs)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_normuon_muon_lr_is_the_reference_under_every_preset(preset):
+    from crl.optim import build_optimizer, optimizer_args
+
+    cfg = make_config(preset, optimizer="normuon")
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = build_optimizer(cfg.optimizer, net.named_parameters(), muon_exclude={"2"}, **optimizer_args(cfg))
+    muon = [g for g in opt.param_groups if g["use_muon"]]
+    aux = [g for g in opt.param_groups if not g["use_muon"]]
+    assert muon[0]["lr"] == 0.02 and muon[0]["momentum"] == 0.95 and muon[0]["beta2"] == 0.95
+    assert aux[0]["lr"] == 3e-4 and aux[0]["eps"] == 1e-10 and aux[0]["betas"] == (0.9, 0.95)
+
+
+def test_normuon_flags_reach_the_optimizer_of_a_run(run_root):
+    args = gym_args(run_root, "--optimizer", "normuon", "--muon-lr", "0.01", "--muon-aux-lr", "0.001",
+                    "--steps", "300", "--learning-starts", "100", "--eval-every", "300", "--eval-episodes", "1",
+                    "--log-every", "100", "--name", "nm")
+    assert main(args) == 0
+    (run_dir,) = run_root.glob("*/*/nm")
+    lrs = [v for _, v in _scalars(run_dir, "train/lr")]
+    assert lrs and all(v == pytest.approx(0.01) for v in lrs)
+
+
+def test_atari_reset_is_dopamines_no_noops_no_fire_and_flags_restore_them():
+    import numpy as np
+
+    from crl.config import make_config
+    from crl.registry import SCENARIOS
+
+    cfg = make_config("atari", game="space_invaders")
+    assert cfg.noop_max == 0 and not cfg.fire_reset and cfg.sticky_actions == 0.25
+    task = SCENARIOS.get("atari")(cfg).tasks[0]
+    for noop_max, all_same in ((0, True), (30, False)):
+        cfg.noop_max = noop_max
+        env = SCENARIOS.get("atari")(cfg).tasks[0].make_env(8, 5)
+        try:
+            obs, _ = env.reset(seed=5)  # no no-ops: every env starts on the same frame; 0-30 no-ops: they differ
+            assert all(np.array_equal(obs[0], obs[i]) for i in range(8)) is all_same
+        finally:
+            env.close()
+    assert task.info["noop_max"] == 0 and task.info["fire_reset"] is False
+
+
+def test_largest_accepted_seed_trains_and_evaluates_on_atari(run_root):
+    from crl.cli import main as cli
+
+    assert cli(["atari", "--game", "pong", "--seed", str(2 ** 32), "--run-dir", str(run_root)]) == 2  # refused
+    args = ["atari", "--game", "pong", "--seed", str(2 ** 32 - 1), "--run-dir", str(run_root), "--no-progress",
+            "--metrics-every", "0", "--steps", "80", "--num-envs", "2", "--learning-starts", "40", "--buffer-size",
+            "1000", "--eval-every", "80", "--eval-episodes", "2", "--eval-max-steps", "20", "--batch-size", "4",
+            "--name", "bigseed"]
+    assert cli(args) == 0
+    (run_dir,) = run_root.glob("*/*/bigseed")
+    assert _scalars(run_dir, "eval/pong/score")
+
+
+def test_softmoe_uses_dopamines_same_padded_nature_torso():
+    from crl.nn.network import build_torso
+    from crl.nn.torsos.nature import SameConv2d
+    from crl.options import building
+
+    cfg = make_config("atari", moe="softmoe")
+    with building(cfg):
+        torso = build_torso(cfg, (4, 84, 84))
+    assert torso.feature_map_shape == (64, 11, 11)  # 84 -> 21 -> 11 -> 11 (flax SAME)
+    assert torso.dense.moe.slots_per_expert == 16 and torso.dense.moe.num_experts == 8  # ceil(121 / 8)
+    for padding, shape in (("valid", (64, 7, 7)), ("same", (64, 11, 11))):
+        cfg = make_config("atari", nature_padding=padding)
+        with building(cfg):
+            assert build_torso(cfg, (4, 84, 84)).feature_map_shape == shape
+    # TF SAME on 21 -> 11 with kernel 4, stride 2: 3 zeros in all, 1 before and 2 after (asymmetric)
+    conv = SameConv2d(1, 1, 4, 2, bias=False)
+    x = torch.randn(1, 1, 21, 21)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 2, 1, 2)), conv.weight, stride=2)
+    assert torch.equal(conv(x), ref) and ref.shape[-1] == 11
+
+
+def test_impala_dense_width_flag():
+    from crl.nn.network import build_torso
+    from crl.options import building
+
+    for width in (256, 512):
+        cfg = make_config("atari", torso="impala", impala_dense=width)
+        with building(cfg):
+            assert build_torso(cfg, (4, 84, 84)).out_features == width
+
+
+def test_cora_atari_starts_from_coras_settings():
+    from crl.flags import config_from_args, parse_args
+
+    cfg, _ = config_from_args(parse_args(["run", "cora-atari"]))
+    # AGI-Labs/continual_rl: atari_6_tasks_5_cycles (experiment_specs.py) and make_atari_task.py
+    assert (cfg.cycles, cfg.steps, cfg.eval_every) == (5, 50_000_000, 250_000)
+    assert (cfg.sticky_actions, cfg.noop_max, cfg.fire_reset, cfg.episodic_life) == (0.0, 30, True, True)
+    assert cfg.max_episode_frames == 10_000 * 4  # TimeLimit(10,000) after MaxAndSkipEnv(4): agent steps
+    cfg, _ = config_from_args(parse_args(["run", "cora-atari", "--cycles", "2", "--sticky-actions", "0.25"]))
+    assert (cfg.cycles, cfg.sticky_actions) == (2, 0.25)  # flags win
+
+
+def test_episodic_life_stores_life_losses_as_terminal_while_the_game_plays_on(tmp_path):
+    from crl.logging import RunLogger
+    from types import SimpleNamespace
+
+    from crl.api import prepare
+
+    cfg = make_config("atari", game="breakout", episodic_life=True, num_envs=2, buffer_size=4_000,
+                      learning_starts=10 ** 6, eps_decay_steps=1, device="cpu", progress=False, metrics_every=0,
+                      log_every=10 ** 6, run_dir=str(tmp_path))
+    scenario, learner, _ = prepare(cfg)
+    task = scenario.tasks[0]
+    logger = RunLogger(tmp_path, cfg, total_steps=2_000)
+    learner.run = SimpleNamespace(task_index=0, task=task, stop_requested=False, logger=logger, hooks=None)
+    lost_total = 0
+    original = learner._life_lost
+
+    def counting(info, valid):
+        nonlocal lost_total
+        lost = original(info, valid)
+        lost_total += int(lost.sum())
+        return lost
+
+    learner._life_lost = counting
+    learner.train(task, 1_200)  # random play: several lives lost, few whole games over
+    from agents.replay import _TERM
+
+    terminal = int(((learner.replay._flags_host & _TERM) != 0).sum())  # stored transitions without bootstrap
+    assert lost_total > 0 and terminal >= lost_total
+    logger.close()
