@@ -14,7 +14,8 @@ Hyperparameters: crl's options where SB3's DQN has the same notion (SB3 keyword 
 ``--eps-decay-steps`` (exploration_fraction = eps-decay-steps / the run's total steps: SB3 decays
 from step 0, crl's DQN after ``--learning-starts``), ``--max-grad-norm`` (0 = no clip), ``--num-envs``,
 ``--train-freq`` (env steps per update: SB3's train_freq in vector steps and gradient_steps are chosen
-so that updates per env step are ``1 / --train-freq``, as in crl's DQN), ``--mlp-hidden`` (net_arch of
+so that updates per env step are ``1 / --train-freq``, as in crl's DQN; or SB3's own rhythm with
+``--sb3-train-freq`` and ``--sb3-gradient-steps``, e.g. rl-zoo's 256 and 128), ``--mlp-hidden`` (net_arch of
 SB3's MlpPolicy) with ``--torso mlp``, or SB3's CnnPolicy (NatureCNN) with ``--torso nature``;
 ``--clip-rewards`` clips the rewards SB3 learns from (raw returns are logged) and
 ``--reset-replay-per-task`` empties SB3's buffer at each task change. SB3's defaults for the rest:
@@ -45,9 +46,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from dataclasses import dataclass
+
 from agents.dqn import DQNOptions, env_seed
 from crl.errors import UserError
+from crl.options import option
 from crl.registry import AGENTS
+
+
+@dataclass
+class SB3Options:
+    """SB3's rollout/update rhythm, which crl's DQN has no notion of (0: from --train-freq)."""
+
+    sb3_train_freq: int = option(0, "sb3-dqn: SB3's train_freq, vector steps collected per rollout (0: from "
+                                    "--train-freq)", check="non_negative")
+    sb3_gradient_steps: int = option(0, "sb3-dqn: SB3's gradient_steps after each rollout (0: from --train-freq, "
+                                        "or 1 with --sb3-train-freq)", check="non_negative")
 
 
 # ----------------------------------------------------------------------------- environments
@@ -218,10 +232,13 @@ def _refuse_crl_only(cfg) -> None:
                             f"{getattr(cfg, name)!r} nowhere; accepted: {accepted}")
 
 
-def _train_freq(train_freq: int, num_envs: int) -> tuple[int, int]:
-    """(vector steps per rollout, gradient steps per rollout) giving ``1 / train_freq`` updates per env step."""
-    g = math.gcd(train_freq, num_envs)
-    return train_freq // g, num_envs // g
+def _train_freq(cfg) -> tuple[int, int]:
+    """(vector steps per rollout, gradient steps per rollout): ``--sb3-train-freq``/``--sb3-gradient-steps``
+    when given, else the smallest pair giving ``1 / --train-freq`` updates per env step."""
+    if cfg.sb3_train_freq:
+        return cfg.sb3_train_freq, cfg.sb3_gradient_steps or 1
+    g = math.gcd(cfg.train_freq, cfg.num_envs)
+    return cfg.train_freq // g, cfg.sb3_gradient_steps or cfg.num_envs // g
 
 
 class SB3DQNLearner:
@@ -239,7 +256,7 @@ class SB3DQNLearner:
                 raise UserError(f"scenario: task '{t.name}' has observations {o.shape} and {a.n} actions, but "
                                 f"'{scenario.tasks[0].name}' has {obs0.shape} and {act0.n}; tasks must share spaces")
         self.total_steps = sum(t.steps or cfg.steps for t in scenario.stream())
-        rollout, grad_steps = _train_freq(cfg.train_freq, cfg.num_envs)
+        rollout, grad_steps = _train_freq(cfg)
         policy_kwargs: dict[str, Any] = {"optimizer_kwargs": {"eps": cfg.adam_eps}}
         if cfg.torso == "mlp":
             policy_kwargs["net_arch"] = cfg.options(_mlp_options()).sizes()
@@ -447,6 +464,6 @@ def _mlp_options():
 
 
 @AGENTS.register("sb3-dqn", "Stable-Baselines3's own DQN (SB3 DQN, MlpPolicy/CnnPolicy) in crl's runner, with crl's "
-                            "evaluation and metrics", options=DQNOptions, kind="rl")
+                            "evaluation and metrics", options=(DQNOptions, SB3Options), kind="rl")
 def _sb3_dqn(cfg, scenario, device):
     return SB3DQNLearner(cfg, scenario, device)

@@ -60,7 +60,7 @@ from crl.errors import UserError
 
 RESERVED = ("name", "resume", "run_dir", "scenario")  # set by the sweep or the base command, not gridded
 IGNORED_IN_CONFIG_CHECK = ("name", "run_dir", "resume", "progress")
-BASE_COMMANDS = ("atari", "gym", "run")
+BASE_COMMANDS = ("atari", "gym", "minatar", "run")
 INSTALL_RAY = ("crl sweep --backend ray needs Ray Tune, an optional extra: pip install -e '.[ray]' "
                "(or pip install 'ray[tune]'); or run the grid one trial after another with --backend local")
 

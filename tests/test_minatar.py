@@ -134,9 +134,9 @@ def test_each_game_runs_through_the_cli(game, run_root):
 
 
 def test_resume_is_exact(run_root):
-    common = ["minatar", "--game", "breakout", "--run-dir", str(run_root), "--steps", "900", "--learning-starts",
-              "100", "--eval-every", "300", "--checkpoint-every", "300", "--eps-decay-steps", "500",
-              "--target-update", "200", "--seed", "4", *QUICK]
+    common = ["minatar", "--game", "breakout", "--run-dir", str(run_root), "--steps", "600", "--learning-starts",
+              "100", "--eval-every", "200", "--checkpoint-every", "200", "--eps-decay-steps", "300",
+              "--target-update", "100", "--seed", "4", *QUICK]
     assert main([*common, "--name", "full"]) == 0
     full = _run_dir(run_root, "full")
 
@@ -151,12 +151,12 @@ def test_resume_is_exact(run_root):
     runner = Runner(cfg, scenario, learner, hooks, api.run_directory(cfg, scenario))
     original_train = learner.train
 
-    def train_until_600(task, steps):  # as if killed right after the step-600 checkpoint
-        if runner.global_step >= 600:
+    def train_until_400(task, steps):  # as if killed right after the step-400 checkpoint
+        if runner.global_step >= 400:
             raise KeyboardInterrupt
         return original_train(task, steps)
 
-    learner.train = train_until_600
+    learner.train = train_until_400
     with pytest.raises(KeyboardInterrupt):
         runner.run()
     runner.logger.close()
@@ -176,8 +176,8 @@ def test_resume_is_exact(run_root):
 
 @pytest.mark.parametrize("norm", ["layernorm", "nap"])
 def test_torso_with_norms_and_softmoe(norm, run_root):
-    argv = ["minatar", "--game", "breakout", "--run-dir", str(run_root), "--name", norm, "--steps", "200",
-            "--learning-starts", "100", "--eval-every", "200", "--norm", norm, "--moe", "softmoe", *QUICK]
+    argv = ["minatar", "--game", "breakout", "--run-dir", str(run_root), "--name", norm, "--steps", "150",
+            "--learning-starts", "100", "--eval-every", "150", "--norm", norm, "--moe", "softmoe", *QUICK]
     assert main(argv) == 0
 
 
@@ -222,7 +222,16 @@ def test_sequential_minatar_pads_channels_and_shares_six_actions():
 
 def test_sequential_minatar_trains_across_games(run_root):
     argv = ["run", "sequential-minatar", "--games", "breakout,space_invaders", "--run-dir", str(run_root), "--name",
-            "seq", "--steps", "200", "--learning-starts", "100", "--eval-every", "200", *QUICK]
+            "seq", "--steps", "150", "--learning-starts", "100", "--eval-every", "150", *QUICK]
     assert main(argv) == 0
     summary = json.loads((_run_dir(run_root, "seq") / "summary.json").read_text())
     assert list(summary["final_scores"]) == ["breakout", "space_invaders"]
+
+
+def test_sweep_runs_minatar_trials(run_root):
+    argv = ["sweep", "--backend", "local", "--grid", "seed=0,1", "--", "minatar", "--game", "freeway", "--run-dir",
+            str(run_root), "--steps", "120", "--learning-starts", "100", "--eval-every", "120", *QUICK]
+    assert main(argv) == 0
+    summaries = sorted(run_root.glob("minatar/*/*/summary.json"))
+    assert len(summaries) == 2
+    assert all(list(json.loads(p.read_text())["final_scores"]) == ["freeway"] for p in summaries)

@@ -115,6 +115,23 @@ def test_sigint_then_resume_equals_uninterrupted(tmp_path):
     assert sa["global_step"] == sb["global_step"] == 900 and sa["eval_matrix"] == sb["eval_matrix"]
 
 
+def test_crl_options_reach_sb3s_dqn(tmp_path):
+    """crl's options where SB3 has the notion; --train-freq as updates per env step, as in crl's DQN."""
+    cfg = make_config("gym", scenario="gym", agent="sb3-dqn", steps=10_000, num_envs=8, train_freq=4, lr=3e-4,
+                      gamma=0.9, target_update=123, eps_decay_steps=2_500, eps_end=0.02, adam_eps=1e-5,
+                      run_dir=str(tmp_path))
+    _, learner, _ = api.prepare(cfg)
+    m = learner.model
+    assert (m.train_freq.frequency, m.gradient_steps, m.n_envs) == (1, 2, 8)  # 8 env steps -> 2 updates
+    assert (m.learning_rate, m.gamma, m.target_update_interval) == (3e-4, 0.9, 123)
+    assert (m.exploration_fraction, m.exploration_final_eps) == (0.25, 0.02)
+    assert m.policy.net_arch == [128, 128] and m.policy.optimizer.param_groups[0]["eps"] == 1e-5
+    cfg = make_config("gym", scenario="gym", agent="sb3-dqn", sb3_train_freq=256, sb3_gradient_steps=128,
+                      run_dir=str(tmp_path))
+    _, learner, _ = api.prepare(cfg)
+    assert (learner.model.train_freq.frequency, learner.model.gradient_steps) == (256, 128)
+
+
 @pytest.mark.parametrize("argv, needles", [
     (["--norm", "layernorm"], ["--norm", "sb3-dqn", "accepted: none"]),
     (["--torso", "impala"], ["--torso", "mlp (SB3's MlpPolicy) or nature"]),
