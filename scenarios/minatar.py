@@ -25,7 +25,7 @@ not the package's gymnasium wrapper):
 * episodes end only when the game ends (terminated; MinAtar has no time limit of its own:
   freeway ends itself after 2,500 frames); raw rewards (all MinAtar rewards are 0 or 1);
 * NEXT_STEP autoreset, as every crl RL env: the step after a terminal step resets that game;
-* seeding: ``reset(seed=s)`` seeds game ``k`` with ``s + k`` (``Environment.seed``: one numpy
+* seeding: ``reset(seed=s)`` seeds game ``k`` with ``(s + k) mod 2**32`` (``Environment.seed``: one numpy
   RandomState for the game and its sticky actions); the env pickles, so a checkpoint holds it
   and ``--resume`` continues its episodes exactly.
 
@@ -121,8 +121,8 @@ class MinAtarVectorEnv(gym.vector.VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         for i, g in enumerate(self.games):
-            if seed is not None:
-                g.seed(seed + i)
+            if seed is not None:  # numpy's RandomState takes seeds below 2**32 (evaluation seeds can be larger)
+                g.seed((seed + i) % 2 ** 32)
             g.reset()
             self._read(i)
         self._done[:] = False

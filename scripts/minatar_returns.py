@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     groups: dict[tuple, list[tuple[str, float, int, int]]] = {}
     for root in map(Path, args.roots):
-        for cfg_file in sorted([root / "config.yaml"] if (root / "config.yaml").exists() else root.rglob("config.yaml")):
+        files = [root / "config.yaml"] if (root / "config.yaml").exists() else root.rglob("config.yaml")
+        for cfg_file in sorted(files):
             cfg = yaml.safe_load(cfg_file.read_text())
             got = last_returns(cfg_file.parent, args.at, args.last)
             if got is not None:

@@ -187,35 +187,47 @@ def test_user_env_is_checked_by_sb3s_checker(tmp_path, capsys):
     assert not root.exists()
 
 
+# rl-zoo's tuned DQN for CartPole-v1 (rl-baselines3-zoo, hyperparams/dqn.yml), in crl's flags
+ZOO_CARTPOLE = dict(steps=50_000, lr=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000, gamma=0.99,
+                    target_update=10, sb3_train_freq=256, sb3_gradient_steps=128, eps_decay_steps=8_000,
+                    eps_end=0.04, mlp_hidden="256,256")
+
+
 class StopWhenSolved(Hook):
+    """Ends the run at the first evaluation whose mean return reaches ``threshold``."""
+
     name = "stop-when-solved"
 
     def __init__(self, threshold: float):
-        self.threshold, self.best = threshold, float("-inf")
+        self.threshold, self.best, self.at = threshold, float("-inf"), None
 
     def on_eval(self, run, scores):
         self.best = max(self.best, scores[0])
-        if scores[0] >= self.threshold:
+        if scores[0] >= self.threshold and self.at is None:
+            self.at = run.global_step
             run.stop_requested = True
 
 
-def _best(seed: int, tmp_path, budget: int) -> float:
-    cfg = make_config("gym", scenario="gym", env_id="CartPole-v1", agent="sb3-dqn", steps=budget, seed=seed,
-                      run_dir=str(tmp_path), progress=False, metrics_every=0, name=f"seed{seed}", eval_every=2_000)
+def _solves(seed: int, tmp_path) -> StopWhenSolved:
+    cfg = make_config("gym", scenario="gym", env_id="CartPole-v1", agent="sb3-dqn", seed=seed, run_dir=str(tmp_path),
+                      progress=False, metrics_every=0, eval_every=5_000, name=f"seed{seed}", **ZOO_CARTPOLE)
     scenario, learner, hooks = api.prepare(cfg)
     stop = StopWhenSolved(475.0)
     hooks.append(stop)
     Runner(cfg, scenario, learner, hooks, api.run_directory(cfg, scenario)).run()
-    return stop.best
+    return stop
 
 
 @pytest.mark.slow
 def test_sb3_dqn_reaches_475_on_cartpole_two_of_three_seeds(tmp_path):
-    """The shape of tests/test_learning.py (crl's DQN), with CartPole's own threshold 475 and the gym preset."""
-    solved, best = 0, []
+    """SB3's DQN in crl's runner reaches CartPole's 475 (mean of crl's 10-episode evaluation, every 5,000
+    steps) within 50k steps for 2 of 3 seeds, with rl-zoo's hyperparameters (measured here: all three seeds
+    at the step-30,208 evaluation, 500.0). The first-reach shape of crl's DQN test before it asked for the
+    final evaluation: SB3's DQN on these settings does not stay at 500 (finals measured 270-500)."""
+    solved, runs = 0, []
     for seed in (0, 1, 2):
-        best.append(_best(seed, tmp_path, 30_000))
-        solved += best[-1] >= 475.0
+        runs.append(_solves(seed, tmp_path))
+        solved += runs[-1].at is not None
         if solved == 2:
             break
-    assert solved >= 2, f"best mean eval returns per seed: {best}"
+    assert solved >= 2, f"best mean eval returns per seed: {[r.best for r in runs]}"
