@@ -119,9 +119,14 @@ def run(cfg: Config | None = None, scenario: Scenario | None = None, preset: str
     ``crl.run(scenario=my_scenario, agent="dqn-hlgauss", steps=20_000)`` from a script, or with
     a full :class:`crl.Config`. ``resume=<run dir>`` continues a stopped run. ``notes`` are
     printed to stderr once every check has passed (so a refused run prints only its error).
+    Built from ``overrides``, the config is fitted to its budget as on the command line
+    (:func:`crl.config.adapt_to_budget`: short-run schedules, NaP's learning-rate schedule);
+    a :class:`crl.Config` given whole is run as it is.
     """
     if cfg is None:
         cfg = make_config(preset, **overrides)
+        if not cfg.resume:
+            notes = [*notes, *adapt_to_budget(cfg, set(overrides))]
     if cfg.resume:
         return resume(cfg.resume, {k: v for k, v in overrides.items() if k != "resume"})
     with user_code_errors():  # an exception in a user's scenario file: one line naming its file and line

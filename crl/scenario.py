@@ -55,7 +55,11 @@ class RLTask:
     * evaluation: a new env per task and evaluation sweep, ``n = --eval-episodes`` (one episode per
       sub-env), ``s = --seed * 1000003 + 7919 * eval_index + 1`` with ``eval_index = sweep *
       len(tasks) + task position``, closed afterwards; so every evaluation gets new seeds;
-    * reading the spaces when the learner is built: ``make_env(1, --seed)``, never reset, closed.
+    * reading the spaces when the learner is built: ``make_env(1, env_seed(--seed))``, never reset,
+      closed.
+
+    Every ``s`` above goes through ``agents.dqn.env_seed`` (``s mod (2**31 - 2**20)``, ALE's seed
+    range; the identity for seeds below about 2.1e9).
 
     Random actions come from the learner's own generators (training: seeded from ``--seed``;
     evaluation: from ``s``), never from ``action_space.sample()``, so the env's action space needs

@@ -206,10 +206,11 @@ def atari_sequence(name: str, games: list[tuple[str, int | None, int | None]], c
 
 @dataclass
 class SequentialAtariOptions:
-    """The games of a sequential Atari scenario."""
+    """The games of a sequential Atari or MinAtar scenario."""
 
     games: str = option("", "sequential-atari: comma-separated games, each 'game[:mode[:difficulty]]' (ALE modes and "
-                            "difficulties as tasks); empty = the 6 games of CORA")
+                            "difficulties as tasks), empty = the 6 games of CORA; sequential-minatar: comma-separated "
+                            "MinAtar games, empty = all five")
 
 
 @register_scenario("sequential-atari", "Atari games in sequence (--games game[:mode[:difficulty]],...; default the "

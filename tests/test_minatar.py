@@ -235,3 +235,29 @@ def test_sweep_runs_minatar_trials(run_root):
     summaries = sorted(run_root.glob("minatar/*/*/summary.json"))
     assert len(summaries) == 2
     assert all(list(json.loads(p.read_text())["final_scores"]) == ["freeway"] for p in summaries)
+
+
+def test_replay_returns_the_observations_the_env_gave(monkeypatch, tmp_path):
+    """MinAtar's channels are not frames: replay must store and return whole observations (frame_stack 1)."""
+    from crl.api import prepare
+    from crl.runner import Runner
+
+    seen: set[bytes] = set()
+    step, reset = MinAtarVectorEnv.step, MinAtarVectorEnv.reset
+
+    def record(out):
+        seen.update(o.tobytes() for o in out[0])
+        return out
+
+    monkeypatch.setattr(MinAtarVectorEnv, "step", lambda self, a: record(step(self, a)))
+    monkeypatch.setattr(MinAtarVectorEnv, "reset", lambda self, **kw: record(reset(self, **kw)))
+    cfg = make_config("minatar", scenario="minatar", game="seaquest", steps=300, learning_starts=10 ** 6,
+                      num_envs=2, eval_every=10 ** 6, checkpoint_every=10 ** 6, metrics_every=0, progress=False,
+                      eval_episodes=1, eval_max_steps=1)
+    scenario, learner, hooks = prepare(cfg)
+    Runner(cfg, scenario, learner, hooks, tmp_path / "run").run()
+    batch = learner.replay.sample(256, 1, 0.99)
+    for key in ("obs", "next_obs"):
+        assert batch[key].shape == (256, 10, 10, 10)
+        assert all(o.numpy().tobytes() in seen for o in batch[key]), key
+    assert any(not torch.equal(a, b) for a, b in zip(batch["obs"], batch["next_obs"]))
