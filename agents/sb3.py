@@ -39,14 +39,13 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 import numpy as np
 import torch
 from torch import nn
-
-from dataclasses import dataclass
 
 from agents.dqn import DQNOptions, env_seed
 from crl.errors import UserError

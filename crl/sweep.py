@@ -57,10 +57,10 @@ import yaml
 
 from crl.config import Config, RunOptions, adapt_to_budget, coerce, validate
 from crl.errors import UserError
+from crl.flags import RUN_COMMANDS as BASE_COMMANDS
 
 RESERVED = ("name", "resume", "run_dir", "scenario")  # set by the sweep or the base command, not gridded
 IGNORED_IN_CONFIG_CHECK = ("name", "run_dir", "resume", "progress")
-BASE_COMMANDS = ("atari", "gym", "minatar", "run")
 INSTALL_RAY = ("crl sweep --backend ray needs Ray Tune, an optional extra: pip install -e '.[ray]' "
                "(or pip install 'ray[tune]'); or run the grid one trial after another with --backend local")
 

@@ -18,8 +18,8 @@ minatar = pytest.importorskip("minatar")  # in the test extra; skipped only wher
 
 from scenarios.minatar import CHANNELS, GAMES, MinAtarVectorEnv, make_minatar_env, parse_minatar_games  # noqa: E402
 
-# The reference DQN of MinAtar: Young & Tian 2019 (arXiv 1903.03176), section 4 and appendix, and
-# examples/dqn.py of github.com/kenjyoung/MinAtar. Written down here independently of crl/config.py.
+# The reference DQN of MinAtar (Young & Tian 2019, arXiv 1903.03176): the constants and calls of
+# examples/dqn.py in github.com/kenjyoung/MinAtar. Written down here independently of crl/config.py.
 REFERENCE = {
     "buffer_size": 100_000,  # REPLAY_BUFFER_SIZE
     "batch_size": 32,  # BATCH_SIZE
