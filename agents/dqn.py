@@ -127,6 +127,30 @@ def env_seed(value: int) -> int:
     return int(value) % ENV_SEED_RANGE
 
 
+def evaluate_policy(task, cfg, eval_index: int, act) -> float:
+    """crl's evaluation protocol, shared by its RL agents: mean raw return of ``--eval-episodes``
+    episodes, one per env of a new vector env seeded ``seed * 1000003 + 7919 * eval_index + 1``
+    (so every sweep gets new seeds), each cut at ``--eval-max-steps``; ``act(obs, rng)`` picks the
+    actions (epsilon included)."""
+    seed = cfg.seed * 1_000_003 + 7_919 * eval_index + 1
+    rng = np.random.default_rng(seed)
+    seed = env_seed(seed)  # (an --seed >= 2148 gave ALE a seed beyond int32)
+    env = task.make_env(cfg.eval_episodes, seed)
+    try:
+        obs, _ = env.reset(seed=seed)
+        returns = np.zeros(cfg.eval_episodes)
+        running = np.ones(cfg.eval_episodes, bool)
+        for _ in range(cfg.eval_max_steps):
+            obs, reward, terminated, truncated, _ = env.step(act(obs, rng))
+            returns += np.where(running, reward, 0.0)
+            running &= ~(terminated | truncated)
+            if not running.any():
+                break
+    finally:
+        env.close()
+    return float(returns.mean())
+
+
 def _lives(info) -> np.ndarray | None:
     """Lives left per env from a vector env's info (ALE reports ``lives``), or None."""
     lives = info.get("lives") if isinstance(info, dict) else None
@@ -420,24 +444,7 @@ class DQNAgent:
     @torch.no_grad()
     def evaluate(self, task, eval_index: int) -> float:
         """Mean raw return of ``eval_episodes`` episodes (one per env) with epsilon ``eval_eps``."""
-        cfg = self.cfg
-        seed = cfg.seed * 1_000_003 + 7_919 * eval_index + 1
-        rng = np.random.default_rng(seed)
-        seed = env_seed(seed)  # (an --seed >= 2148 gave ALE a seed beyond int32)
-        env = task.make_env(cfg.eval_episodes, seed)
-        try:
-            obs, _ = env.reset(seed=seed)
-            returns = np.zeros(cfg.eval_episodes)
-            running = np.ones(cfg.eval_episodes, bool)
-            for _ in range(cfg.eval_max_steps):
-                obs, reward, terminated, truncated, _ = env.step(self.act(obs, cfg.eval_eps, rng))
-                returns += np.where(running, reward, 0.0)
-                running &= ~(terminated | truncated)
-                if not running.any():
-                    break
-        finally:
-            env.close()
-        return float(returns.mean())
+        return evaluate_policy(task, self.cfg, eval_index, lambda obs, rng: self.act(obs, self.cfg.eval_eps, rng))
 
     def probe_batch(self, task, size: int = 256) -> torch.Tensor | None:
         """A batch of observations of ``task``'s own transitions in replay for plasticity metrics

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.dqn import DQNOptions, env_seed
+from agents.dqn import DQNOptions, env_seed, evaluate_policy
 from crl.errors import UserError
 from crl.options import option
 from crl.registry import AGENTS
@@ -363,29 +363,15 @@ class SB3DQNLearner:
         env of a new vector env seeded ``seed * 1000003 + 7919 * eval_index + 1``, epsilon ``--eval-eps``,
         greedy actions from SB3's online Q-network."""
         cfg = self.cfg
-        seed = cfg.seed * 1_000_003 + 7_919 * eval_index + 1
-        rng = np.random.default_rng(seed)
-        seed = env_seed(seed)
-        env = task.make_env(cfg.eval_episodes, seed)
         self.model.policy.set_training_mode(False)
-        n_actions = int(env.single_action_space.n)
-        try:
-            obs, _ = env.reset(seed=seed)
-            returns = np.zeros(cfg.eval_episodes)
-            running = np.ones(cfg.eval_episodes, bool)
-            for _ in range(cfg.eval_max_steps):
-                q = self.network(torch.as_tensor(obs, device=self.device))
-                greedy = q.argmax(dim=1).cpu().numpy()
-                explore = rng.random(len(obs)) < cfg.eval_eps
-                actions = np.where(explore, rng.integers(n_actions, size=len(obs)), greedy)
-                obs, reward, terminated, truncated, _ = env.step(actions)
-                returns += np.where(running, reward, 0.0)
-                running &= ~(terminated | truncated)
-                if not running.any():
-                    break
-        finally:
-            env.close()
-        return float(returns.mean())
+        n_actions = int(self.model.action_space.n)
+
+        def act(obs, rng):
+            greedy = self.network(torch.as_tensor(obs, device=self.device)).argmax(dim=1).cpu().numpy()
+            explore = rng.random(len(obs)) < cfg.eval_eps
+            return np.where(explore, rng.integers(n_actions, size=len(obs)), greedy)
+
+        return evaluate_policy(task, cfg, eval_index, act)
 
     def probe_batch(self, task, size: int = 256) -> torch.Tensor | None:
         """Observations of ``task``'s own transitions in SB3's replay buffer (those stored since its env
