@@ -69,7 +69,10 @@ class RLTask:
     name: str
     make_env: EnvFactory
     steps: int | None = None
-    info: dict[str, Any] = field(default_factory=dict)  # free-form: game, mode, difficulty, ...
+    # free-form (game, mode, difficulty, ...); read by crl: "game" (an Atari ROM id: eval/<task>/hns) and
+    # "frame_stack" (how many of an image observation's channels are stacked frames, which replay stores
+    # once; default: all channels of a 3-D observation, 1 otherwise)
+    info: dict[str, Any] = field(default_factory=dict)
 
     kind = "rl"
 

@@ -40,9 +40,10 @@ def _assert_one_line_error(capsys, *needles: str) -> str:
     (["atari", "--redo-tau", "0.2"], ["--redo-tau", "intervention redo", "does not use", "--intervention redo"]),
     (["gym", "--game", "pong"], ["--game", "scenario atari", "does not use"]),
     (["gym", "--strategy", "der++"], ["--strategy", "agent classifier", "does not use"]),
+    (["minatar", "--torso", "nature", "--steps", "100"], ["--torso", "too small"]),
 ])
 def test_bad_input_is_one_line_exit_2(argv, needles, capsys, tmp_path):
-    code = main([*argv, "--run-dir", str(tmp_path / "runs")] if argv[0] in ("atari", "gym") else argv)
+    code = main([*argv, "--run-dir", str(tmp_path / "runs")] if argv[0] in ("atari", "gym", "minatar") else argv)
     assert code == 2
     _assert_one_line_error(capsys, *needles)
     assert not (tmp_path / "runs").exists()

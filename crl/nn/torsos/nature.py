@@ -60,8 +60,14 @@ class ConvTorso(nn.Module):
         super().__init__()
         self.encoder = encoder
         encoder.eval()  # probe the output shape without touching running statistics
-        with torch.no_grad():
-            self.feature_map_shape = tuple(encoder(torch.zeros(2, *obs_shape)).shape[1:])
+        try:
+            with torch.no_grad():
+                self.feature_map_shape = tuple(encoder(torch.zeros(2, *obs_shape)).shape[1:])
+        except RuntimeError as err:  # e.g. the Nature CNN's 8x8 / 4x4 convs on MinAtar's 10x10 frames
+            if "too small" not in str(err) and "size" not in str(err):
+                raise
+            raise UserError(f"--torso: observations of shape {tuple(obs_shape)} are too small for this torso's "
+                            "convolutions; use a torso for small images (minatar, small_cnn, impala)") from None
         encoder.train()
         flat = self.feature_map_shape[0] * self.feature_map_shape[1] * self.feature_map_shape[2]
         # A conv-only norm (GroupNorm, EvoNorm: not defined for dense features) normalises the conv
