@@ -51,8 +51,9 @@ class AtariOptions:
 class AtariGameOptions:
     """The game of `crl atari`."""
 
-    game: str = option("breakout", "Atari game (ale-py ROM id, e.g. breakout, pong, ms_pacman)")
-    full_action_space: bool = option(False, "use all 18 Atari actions")
+    game: str = option("breakout", "the game: an ale-py ROM id for crl atari (breakout, pong, ms_pacman, ...); "
+                                   "asterix, breakout, freeway, seaquest or space_invaders for crl minatar")
+    full_action_space: bool = option(False, "use the full action set (Atari: 18 actions; MinAtar: 6)")
 
 
 def atari_games() -> list[str]:
