@@ -92,18 +92,18 @@ def add_option_groups(parser, groups: dict[type, str], defaults: Config, hidden:
     """One argument group per options class: the common options by section, then each
     component's under ``groups[cls]``; the classes in ``hidden`` parse but are not shown."""
     sections: dict[str, Any] = {}
+
+    def group(title: str):
+        if title not in sections:
+            sections[title] = parser.add_argument_group(title)
+        return sections[title]
+
     for cls in [*groups, *hidden]:
-        shown = cls in groups
         for f in fields(cls):
             if f.name in skip:
                 continue
-            if opts.is_common(cls):  # grouped by section
-                title = f.metadata.get("section", "common")
-                target = sections.get(title) or sections.setdefault(title, parser.add_argument_group(title))
-            else:
-                key = groups.get(cls, "hidden")
-                target = sections.get(key) or sections.setdefault(key, parser.add_argument_group(key))
-            _add_flag(target, f, getattr(defaults, f.name), shown)
+            title = f.metadata.get("section", "common") if opts.is_common(cls) else groups.get(cls, "hidden")
+            _add_flag(group(title), f, getattr(defaults, f.name), shown=cls in groups)
 
 
 def group_title(cls: type, who: str) -> str:
