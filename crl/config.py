@@ -189,11 +189,6 @@ def field_help(f: dataclasses.Field) -> str:
     return f.metadata.get("help", "")
 
 
-def config_fields() -> list[dataclasses.Field]:
-    """Every option of every declared component (after ``load_builtins``, the built-in ones)."""
-    return list(opts.option_fields().values())
-
-
 def make_config(preset: str = "atari", **overrides: Any) -> Config:
     return Config(**{**PRESETS.get(preset, {}), **overrides})
 
