@@ -12,8 +12,10 @@ replay     Experience Replay as in mammoth's ``er`` (Chaudhry et al. 2019, "On T
 er-ace     ER with Asymmetric Cross-Entropy (Caccia, Aljundi, Asadi, Tuytelaars, Pineau,
            Belilovsky, "New Insights on Reducing Abrupt Representation Change in Online
            Continual Learning", ICLR 2022, arXiv 2104.05025): the incoming batch's
-           cross-entropy only sees the logits of the classes present in that batch; memory
-           samples get the ordinary cross-entropy; loss = mean(ACE incoming) + mean(CE memory).
+           cross-entropy masks the logits of the classes absent from that batch, except the
+           class ids at or above the highest id seen so far, which stay visible (the official
+           code's rule, also mammoth's ``er_ace.py``); memory samples get the ordinary
+           cross-entropy; loss = mean(ACE incoming) + mean(CE memory).
            As in mammoth's ``er_ace``, masking and replay start with the second task of the
            stream (in the first task there is nothing to protect).
 der++      Dark Experience Replay++ (Buzzega, Boschini, Porrello, Abati, Calderara, "Dark
@@ -22,6 +24,14 @@ der++      Dark Experience Replay++ (Buzzega, Boschini, Porrello, Abati, Caldera
            was inserted; loss = CE(incoming) + ``--der-alpha`` MSE(logits, stored logits) on
            one memory batch + ``--der-beta`` CE on a second, independent memory batch.
 =========  ================================================================================
+
+``--loss`` (crl/losses/: ce, zloss, anyloss) replaces the cross-entropy of every term above (incoming,
+masked, replayed; DER++'s logit MSE stays); a loss of the whole batch (AnyLoss) is computed once per
+group (incoming batch, each memory draw) and repeated on the group's samples. Refused: AnyLoss with
+``--intervention meta-rescale`` (no per-sample terms to reweight); the Z-loss where a sample may see
+fewer than 3 classes (``--il-mode task`` or ER-ACE's incoming mask on tasks of 2 classes), where it is
+constant. ``evaluate`` also logs ``eval/<task>/ece``, the ECE (crl/metrics/calibration.py) of the
+softmax over the classes the score's argmax sees.
 
 Why not Avalanche's strategies (``avalanche_notes.md``): its template costs 4-9 ms per
 ``train()`` call in online mode and its replay storage 27-83 ms per sub-experience
@@ -64,7 +74,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from agents.fast import use_fused_kernel
@@ -74,7 +83,8 @@ from crl.nn.norms import state as norm_state
 from crl.interventions import nap
 from crl.optim import LRSchedule, build_optimizer, optimizer_args
 from crl.options import option
-from crl.registry import AGENTS
+from crl.metrics.calibration import binned_ece
+from crl.registry import AGENTS, LOSSES
 from crl.learner import optimizer_step
 
 STRATEGIES = ("naive", "replay", "er-ace", "der++")
@@ -98,6 +108,7 @@ class ClassifierOptions:
     der_alpha: float = option(0.2, "DER++ weight of the logit-matching (MSE) term", check="non_negative")
     der_beta: float = option(0.5, "DER++ weight of the replayed-label cross-entropy term", check="non_negative")
     eval_batch_size: int = option(512, "samples per forward in evaluation", check="positive")
+    loss: str = option("ce", "classification loss (crl help: losses): ce, zloss (Z-loss), anyloss (AnyLoss)")
 
 
 def steps_per_pass(n: int, batch_size: int) -> int:
@@ -181,8 +192,9 @@ class ReservoirBuffer:
 class _Data:
     """One dataset as device tensors: raw inputs ``x``, labels ``y`` and a batch ``transform``."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform, augment=None):
         self.x, self.y, self.transform = x, y, transform
+        self.augment = augment  # training-only batch augmentation (scenarios.datasets.CropFlip), or None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -223,9 +235,13 @@ def _as_tensors(ds, what: str):
 class ClassifierLearner:
     """The runner's learner for supervised scenarios; see the module docstring."""
 
+    classifies = True  # False in agents/regressor.py: no online accuracy
+
     def __init__(self, cfg, scenario, device: torch.device):
         self.cfg, self.device, self.scenario = cfg, device, scenario
         self._check_config(cfg)
+        self.loss_fn = self._build_loss(cfg, scenario)
+        self.last_ece = float("nan")  # ECE of the last accuracies() pass (eval/<task>/ece)
         self.tasks = list(scenario.tasks)
         self.task_pos = {t.name: j for j, t in enumerate(self.tasks)}
         self._device_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -237,7 +253,9 @@ class ClassifierLearner:
         for j, t in enumerate(self.tasks):
             self.class_mask[j, list(t.classes)] = True
         self.class_mask = self.class_mask.to(device)
+        self.class_rank = self._class_ranks().to(device)  # ER-ACE: position of each class in the scenario's order
         self.seen_classes = torch.zeros(C, dtype=torch.bool, device=device)
+        self.ace_seen = torch.zeros(C, dtype=torch.bool, device=device)  # ER-ACE: labels of incoming batches so far
         self.input_shape = self._input_shape()
         self.network = self._build_network().to(device)
         self._assign_budgets(scenario)
@@ -265,6 +283,7 @@ class ClassifierLearner:
         self.cursor = 0
         self.passes = 0
         self.updates = 0
+        self.metric_step = 0  # updates, the one in progress included (what hooks log at; docs/design.md)
         self.probes: dict[str, torch.Tensor] = {}
         self.probe_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)  # ReDo's scoring batches
         self.run = None  # set by the runner
@@ -293,12 +312,37 @@ class ClassifierLearner:
         if cfg.strategy != "naive" and cfg.replay_size <= 0:
             raise UserError(f"--replay-size: strategy '{cfg.strategy}' needs a memory; got {cfg.replay_size}")
 
+    @staticmethod
+    def _build_loss(cfg, scenario):
+        """``--loss``, refused (one line) where the combination is not defined."""
+        entry = LOSSES.entry(cfg.loss)
+        if not entry.meta.get("per_sample", True) and "meta-rescale" in cfg.interventions():
+            raise UserError(f"--loss {cfg.loss}: a loss of the whole batch has no per-sample terms for "
+                            "--intervention meta-rescale to reweight; use --loss ce or zloss with it")
+        need = entry.meta.get("min_classes", 1)
+        fewest = min(len(t.classes) for t in scenario.tasks)
+        if fewest < need and (cfg.il_mode == "task" or cfg.strategy == "er-ace"):
+            why = "--il-mode task" if cfg.il_mode == "task" else "--strategy er-ace (incoming batch)"
+            raise UserError(f"--loss {cfg.loss}: needs at least {need} visible classes per sample, but {why} leaves "
+                            f"as few as {fewest} (a task of scenario '{scenario.name}' has {fewest}); use --loss ce "
+                            "or anyloss, or --il-mode class with a strategy other than er-ace")
+        return entry.factory(cfg)
+
+    def _terms(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``--loss`` of one group of samples as one term per sample (a whole-group loss, e.g. AnyLoss,
+        is repeated on each sample, so the group's mean is its value). Classes the strategy masks are
+        the logits set to the lowest float; the loss sees that mask."""
+        low = torch.finfo(logits.dtype).min
+        mask = logits > low
+        terms = self.loss_fn(logits, y, None if bool(mask.all()) else mask)
+        return terms if self.loss_fn.per_sample else terms.expand(len(y))
+
     def _data(self, ds, what: str) -> _Data:
         x, y, tf = _as_tensors(ds, what)
         key = id(x)
         if key not in self._device_cache:  # tasks sharing inputs (permutations, relabelling) share one copy
             self._device_cache[key] = (x, x.to(self.device))
-        return _Data(self._device_cache[key][1], y.to(self.device), tf)
+        return _Data(self._device_cache[key][1], y.to(self.device), tf, getattr(ds, "augment", None))
 
     def _check_classes(self) -> int:
         top = -1
@@ -317,6 +361,19 @@ class ClassifierLearner:
                                     f"classes {sorted(allowed)}")
             top = max(top, max(classes))
         return top + 1
+
+    def _class_ranks(self) -> torch.Tensor:
+        """Rank of every class in the order the scenario introduces them: the tasks in order, each
+        task's ``info["class_order"]`` (split scenarios: the published order) or else its ``classes``.
+        For mammoth's and AdaB2N's orders the rank is their label id."""
+        rank = torch.full((self.num_classes,), self.num_classes, dtype=torch.long)
+        k = 0
+        for t in self.tasks:
+            for c in t.info.get("class_order", t.classes):
+                if rank[int(c)] == self.num_classes:
+                    rank[int(c)] = k
+                    k += 1
+        return rank
 
     def _input_shape(self) -> tuple[int, ...]:
         shapes = {}
@@ -407,9 +464,12 @@ class ClassifierLearner:
 
     def _update(self, data: _Data, idx: torch.Tensor) -> None:
         cfg, j = self.cfg, self.task_j
+        self.metric_step = self.updates + 1
         x, y = data.inputs(idx), data.y[idx]
         B = len(y)
         t = torch.full((B,), j, dtype=torch.long, device=self.device)
+        if self.strategy == "er-ace":
+            self._observe_labels(y)
         mems = []
         if self.buffer.size and (self.strategy in ("replay", "der++")
                                  or (self.strategy == "er-ace" and self.stream_index > 0)):
@@ -417,6 +477,8 @@ class ClassifierLearner:
             if self.strategy == "der++":
                 mems.append(self.buffer.sample(self.replay_batch))
         batch = self._batch(x, y, t, mems)
+        if data.augment is not None:  # e.g. Split CIFAR's crop + flip, on incoming and replayed samples alike
+            batch["x"] = batch["obs"] = data.augment(batch["x"], self.gen)
         logits = self._forward(batch)
         aux = None  # taken now: hooks may run extra forwards that replace the layers' last aux loss
         if self.aux_modules and cfg.adab2n_lambda > 0 and j >= cfg.adab2n_t0:
@@ -474,22 +536,40 @@ class ClassifierLearner:
         Y, T, B = batch["y"], batch["task_ids"], batch["num_incoming"]
         ce_logits = self._ce_logits(logits, T)
         if self.strategy in ("naive", "replay") or not batch["mem_sizes"]:
-            return F.cross_entropy(ce_logits, Y, reduction="none")
+            return self._terms(ce_logits, Y)
         N = len(Y)
         low = torch.finfo(logits.dtype).min
         if self.strategy == "er-ace":
-            present = torch.zeros(self.num_classes, dtype=torch.bool, device=logits.device)
-            present[Y[:B]] = True
-            incoming = ce_logits[:B].masked_fill(~present, low)
+            incoming = ce_logits[:B].masked_fill(~self._ace_visible(Y[:B]), low)
             mem = ce_logits[B:]
-            return torch.cat([F.cross_entropy(incoming, Y[:B], reduction="none") * (N / B),
-                              F.cross_entropy(mem, Y[B:], reduction="none") * (N / len(mem))])
+            return torch.cat([self._terms(incoming, Y[:B]) * (N / B),
+                              self._terms(mem, Y[B:]) * (N / len(mem))])
         # der++: incoming CE, alpha * logit MSE on the first memory draw, beta * CE on the second
         r1 = batch["mem_sizes"][0]
-        cur = F.cross_entropy(ce_logits[:B], Y[:B], reduction="none") * (N / B)
+        cur = self._terms(ce_logits[:B], Y[:B]) * (N / B)
         mse = (logits[B:B + r1] - batch["mem_logits"]).pow(2).mean(1) * (self.cfg.der_alpha * N / r1)
-        ce2 = F.cross_entropy(ce_logits[B + r1:], Y[B + r1:], reduction="none") * (self.cfg.der_beta * N / (N - B - r1))
+        ce2 = self._terms(ce_logits[B + r1:], Y[B + r1:]) * (self.cfg.der_beta * N / (N - B - r1))
         return torch.cat([cur, mse, ce2])
+
+    def _ace_visible(self, y_in: torch.Tensor) -> torch.Tensor:
+        """ER-ACE's logit mask of the incoming batch, as the official code (Caccia et al.'s
+        ``er_ace``, mammoth's ``models/er_ace.py``): the classes present in the batch, plus every class
+        id at or above the highest id seen so far when that is below the last class (new classes
+        not met yet stay in the softmax); the rest are masked. ``seen`` is the set of labels of
+        every incoming batch so far (:meth:`_observe_labels`), this one included. The official code
+        relies on label ids that follow the task order; crl keeps the dataset's ids, so "id" here
+        is the class's rank in the scenario's order (:meth:`_class_ranks`), which equals mammoth's
+        and AdaB2N's label id under ``--class-order fixed`` / ``adab2n``."""
+        visible = torch.zeros(self.num_classes, dtype=torch.bool, device=y_in.device)
+        visible[y_in] = True
+        if bool(self.ace_seen.any()):
+            top = int(self.class_rank[self.ace_seen].max())  # the highest label id of the official code, as a rank
+            if top < self.num_classes - 1:
+                visible |= self.class_rank >= top
+        return visible
+
+    def _observe_labels(self, y_in: torch.Tensor) -> None:
+        self.ace_seen[y_in] = True
 
     # learner contract of --intervention meta-rescale (crl/interventions/meta_rescale.py)
     def per_sample_loss(self, batch: dict, params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -513,7 +593,8 @@ class ClassifierLearner:
         if self._count:
             n_updates = self._n_upd
             log.scalar("train/loss", (self._loss_sum / n_updates).item(), step)
-            log.scalar("train/online_accuracy", (self._correct / self._count).item(), step)
+            if self.classifies:
+                log.scalar("train/online_accuracy", (self._correct / self._count).item(), step)
             log.scalar("perf/updates_per_second", n_updates / max(now - self._log_t0, 1e-9), step)
         self._loss_sum.zero_()
         self._correct.zero_()
@@ -530,17 +611,27 @@ class ClassifierLearner:
         data = self.test_data[j] if data is None else data
         was_training = self.network.training
         self.network.eval()
-        seen = self.seen_classes if bool(self.seen_classes.any()) else torch.ones_like(self.seen_classes)
+        # class-IL: the classes of every task trained so far plus this task's own (for a task not trained yet,
+        # mammoth's FWT term: the upcoming task scored with its classes in the argmax); all before any training
+        seen = self.seen_classes | self.class_mask[j] if bool(self.seen_classes.any()) else \
+            torch.ones_like(self.seen_classes)
         low = torch.finfo(torch.float32).min
         cil = torch.zeros((), device=self.device)
         til = torch.zeros((), device=self.device)
+        scored = self.class_mask[j] if self.cfg.il_mode == "task" else seen  # the prediction the score uses
+        conf, hit = [], []
         for s in range(0, len(data), self.cfg.eval_batch_size):
             sl = slice(s, s + self.cfg.eval_batch_size)
             logits = self.network(data.inputs(sl)).float()
             y = data.y[sl]
             cil += (logits.masked_fill(~seen, low).argmax(1) == y).sum()
             til += (logits.masked_fill(~self.class_mask[j], low).argmax(1) == y).sum()
+            top, pred = torch.softmax(logits.masked_fill(~scored, low), dim=1).max(1)
+            conf.append(top)
+            hit.append(pred == y)
         self.network.train(was_training)
+        # ECE (Guo et al. 2017, 15 bins) of the softmax over the classes the score's argmax sees
+        self.last_ece = binned_ece(torch.cat(conf).cpu(), torch.cat(hit).cpu()) if conf else float("nan")
         n = max(1, len(data))
         return cil.item() / n, til.item() / n
 
@@ -550,6 +641,7 @@ class ClassifierLearner:
             step = self.run.global_step
             self.run.logger.scalar(f"eval/{task.name}/acc_class_il", acc_cil, step)
             self.run.logger.scalar(f"eval/{task.name}/acc_task_il", acc_til, step)
+            self.run.logger.scalar(f"eval/{task.name}/ece", self.last_ece, step)
         return acc_til if self.cfg.il_mode == "task" else acc_cil
 
     def train_accuracy(self, task) -> tuple[float, float]:
@@ -580,6 +672,7 @@ class ClassifierLearner:
             "generator": self.gen.get_state(), "stream_index": self.stream_index, "task_j": self.task_j,
             "perm": self.perm, "cursor": self.cursor, "passes": self.passes, "updates": self.updates,
             "seen_classes": self.seen_classes.cpu(), "probe_gen": self.probe_gen.get_state(),
+            "ace_seen": self.ace_seen.cpu(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -592,10 +685,12 @@ class ClassifierLearner:
         self.perm, self.cursor, self.passes = state["perm"], state["cursor"], state["passes"]
         if self.perm is not None:
             self._perm_dev = self.perm.to(self.device)
-        self.updates = state["updates"]
+        self.updates = self.metric_step = state["updates"]
         self.seen_classes = state["seen_classes"].to(self.device)
         if "probe_gen" in state:  # absent in checkpoints written before it existed
             self.probe_gen.set_state(state["probe_gen"])
+        if "ace_seen" in state:
+            self.ace_seen = state["ace_seen"].to(self.device)
 
 
 AGENTS.register("classifier", "supervised classifier for task streams: --strategy naive|replay|er-ace|der++, "

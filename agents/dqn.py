@@ -211,6 +211,7 @@ class DQNAgent:
         self.episodic_life = bool(getattr(cfg, "episodic_life", False))
         self.lives: np.ndarray | None = None
         self.env_steps = 0  # over the whole run
+        self.steps_in_flight = 0  # --overlap-env: env steps being collected while their updates run
         self.updates = 0
         self.update_debt = 0.0
         self.next_target_sync = cfg.target_update
@@ -229,6 +230,8 @@ class DQNAgent:
                             "one forward over obs and next_obs would change them; per-sample norms: "
                             f"{', '.join(sorted(fast.PER_SAMPLE_NORMS))}")
         self.fused_forward = cfg.fused_forward and cfg.double_dqn
+        if cfg.compile_optimizer:
+            fast.compile_optimizer_step(self.optimizer)
         if cfg.compile:
             self.network.compile()
             self.target.compile()
@@ -243,7 +246,7 @@ class DQNAgent:
     def update(self) -> None:
         cfg, net = self.cfg, self.network
         b = self.sample_batch(cfg.batch_size)
-        net.train()
+        fast.set_mode(net, training=True)
         if self.graphed_loss is not None and self.graphed_loss.usable():
             loss = self.graphed_loss(b)  # --cuda-graphs: the loss and backward below, captured once, replayed
         else:
@@ -336,13 +339,18 @@ class DQNAgent:
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-        self.network.eval()
+        """Epsilon-greedy actions. The random draws come first and are the same whether or not
+        the network runs, so skipping the forward when every env explores changes no action."""
+        explore = rng.random(len(obs)) < epsilon
+        random_actions = rng.integers(self.num_actions, size=len(obs))
+        if explore.all():
+            return random_actions
+        fast.set_mode(self.network, training=False)
         x = host_to_device(torch.as_tensor(obs), self.device)  # pinned and non-blocking on CUDA
         with fast.autocast(self.device, self.cfg.amp_bf16):
             q = self.network.q_values(fast.channels_last(x) if self.channels_last else x)
         greedy = q.argmax(dim=1).cpu().numpy()  # the one device sync of an env step: the env needs the actions
-        explore = rng.random(len(obs)) < epsilon
-        return np.where(explore, rng.integers(self.num_actions, size=len(obs)), greedy)
+        return np.where(explore, random_actions, greedy)
 
     def _switch_env(self, task, task_index: int) -> None:
         if self.env is not None:
@@ -362,6 +370,11 @@ class DQNAgent:
                                        self.device, self.cfg.seed + task_index)
         self.replay.end_episodes()  # the old task's episodes end here; stacks never join two tasks
 
+    @property
+    def metric_step(self) -> int:
+        """Env steps so far, those whose updates are running included (docs/design.md: what hooks log at)."""
+        return self.env_steps + self.steps_in_flight
+
     def train(self, task, steps: int) -> int:
         """Collect ``steps`` env steps (rounded up to whole vector steps), updating as we go."""
         cfg, n, run = self.cfg, self.cfg.num_envs, self.run
@@ -375,7 +388,9 @@ class DQNAgent:
             actions = self.act(self.obs, eps, self.np_rng)
             if overlap:  # the env steps in its own threads while the updates due at this step run
                 self.env.send(actions)
+                self.steps_in_flight = n
                 self._learn(n, self.env_steps + n)
+                self.steps_in_flight = 0
                 next_obs, reward, terminated, truncated, info = self.env.recv()
             else:
                 next_obs, reward, terminated, truncated, info = self.env.step(actions)
@@ -424,10 +439,11 @@ class DQNAgent:
     def _track_episodes(self, reward, done, valid) -> None:
         self.ep_return += np.where(valid, reward, 0.0)
         self.ep_len += valid
-        for i in np.flatnonzero(done & valid):
-            self.run.logger.scalar("train/episode_return", self.ep_return[i], self.env_steps)
-            self.run.logger.scalar("train/episode_length", self.ep_len[i], self.env_steps)
-            self.ep_return[i], self.ep_len[i] = 0.0, 0
+        ended = np.flatnonzero(done & valid)
+        if ended.size:  # episodes of several envs ending at one step: their mean, one point per tag and step
+            self.run.logger.scalar("train/episode_return", float(self.ep_return[ended].mean()), self.env_steps)
+            self.run.logger.scalar("train/episode_length", float(self.ep_len[ended].mean()), self.env_steps)
+            self.ep_return[ended], self.ep_len[ended] = 0.0, 0
 
     def _log_train(self, eps: float) -> None:
         log, step = self.run.logger, self.env_steps
@@ -494,6 +510,8 @@ class DQNAgent:
         self.network.load_state_dict(state["network"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.cfg.compile_optimizer:
+            fast.tensor_lrs(self.optimizer)
         self.schedule.load_state_dict(state["schedule"])
         if state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])

@@ -46,6 +46,9 @@ class SpeedOptions:
                                         "more backward work on CPU); only with per-sample norms")
     compile: bool = option(False, "torch.compile the online and target networks (minutes of compiling; no gain "
                                   "measured on CPU)")
+    compile_optimizer: bool = option(False, "torch.compile the optimizer step: one fused kernel over all parameters "
+                                            "(7-10x faster step on CPU; 15-70 s of compiling at the first update; "
+                                            "float rounding may differ from eager)")
     cuda_graphs: bool = option(False, "CUDA: capture the update's forward and backward once, replay it on each batch")
     amp_bf16: bool = option(False, "bfloat16 autocast of the network forwards; value-head losses stay float32 "
                                    "(changes numerics; slower on CPU without AMX)")
@@ -67,6 +70,55 @@ def use_fused_kernel(optimizer: torch.optim.Optimizer) -> bool:
     for group in [*optimizer.param_groups, optimizer.defaults]:
         group["foreach"], group["fused"] = False, True
     return True
+
+
+def tensor_lrs(optimizer: torch.optim.Optimizer) -> None:
+    """Each param group's lr as a 0-dim tensor (again after ``optimizer.load_state_dict``, which
+    restores the saved groups)."""
+    for group in optimizer.param_groups:
+        if not isinstance(group["lr"], torch.Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]))
+
+
+def compile_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    """Replace ``optimizer.step`` by its ``torch.compile``'d version (``--compile-optimizer``).
+
+    Eager optimizers run one kernel per elementwise operation (centered RMSprop: about seven
+    passes over every parameter tensor); the compiled step fuses them into one loop ("Compiling
+    the optimizer with torch.compile", PyTorch tutorials). Measured on the 2-core CPU with the
+    MinAtar network (132k parameters): 0.48 ms against 4.6 ms per step. The learning rate of each
+    param group becomes a 0-dim tensor that the LR schedule updates in place, so a schedule
+    never triggers a recompile. If compiling fails (e.g. no C++ compiler), the step warns once
+    and stays eager.
+    """
+    tensor_lrs(optimizer)
+    eager = optimizer.step
+    compiled = torch.compile(eager)
+
+    def step(*args, **kwargs):
+        nonlocal compiled
+        if compiled is not None:
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - any backend failure: fall back, say so once
+                warnings.warn(f"--compile-optimizer: compiling the optimizer step failed "
+                              f"({str(err).splitlines()[0][:200]}); it runs eagerly", stacklevel=2)
+                compiled = None
+        return eager(*args, **kwargs)
+
+    optimizer.step = step
+
+
+def set_mode(net: nn.Module, training: bool) -> None:
+    """``net.train(training)`` unless every module is already in that mode.
+
+    ``Module.train`` walks and sets every submodule: ~0.2 ms for a small Q-network, paid twice
+    per env step (eval to act, train to update) on a path whose whole update takes ~2 ms. The
+    check walks the modules without setting attributes (about 10x cheaper), so a submodule
+    left in another mode (e.g. by user code) is still caught.
+    """
+    if any(m.training != training for m in net.modules()):
+        net.train(training)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -165,35 +165,49 @@ class ReplayBuffer:
         self._starts_total = np.zeros(n, dtype=np.int64)  # transitions ever stored per lane
         self._starts_below = np.zeros(n, dtype=np.int64)  # ... of which no longer sampleable (evicted)
         self._gen = torch.Generator()  # on the host: sampling indices never wait for the device
+        self._np_dtype = torch.empty(0, dtype=obs_dtype).numpy().dtype  # host-side dtype of the frames
+        self._numpy_writes = self.device.type == "cpu"  # see _put
+        self._host_views = {}
+        if self._numpy_writes:
+            for name in ("_frames", "_actions", "_rewards", "_flags", "_tasks"):
+                store = getattr(self, name)
+                self._host_views[name] = store.view(-1, *store.shape[2:]).numpy()
         self._gen.manual_seed(self.seed)
 
     # ------------------------------------------------------------------ writing
-
-    def _to_device(self, x: Any, dtype: torch.dtype) -> torch.Tensor:
-        return self._h2d(self._as_tensor(x, dtype))
 
     def _h2d(self, x: Any) -> torch.Tensor:
         return host_to_device(torch.as_tensor(x), self.device)
 
     @staticmethod
-    def _as_tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
-        """``x`` as a tensor of ``dtype`` where it already lives (numpy input stays on the host)."""
+    def _host_array(x: Any, dtype: np.dtype) -> np.ndarray:
+        """``x`` as a host numpy array of ``dtype`` (a device tensor is copied back: rare, e.g. a user's loop)."""
         if isinstance(x, torch.Tensor):
-            return x.detach().to(dtype=dtype)
-        arr = np.asarray(x)
-        if not arr.flags.writeable:  # e.g. a read-only view of the env's own buffer
-            arr = arr.copy()
-        return torch.as_tensor(arr).to(dtype)
+            x = x.detach().cpu().numpy()
+        return np.asarray(x, dtype=dtype)
 
-    def _obs_frames(self, x: Any, name: str) -> torch.Tensor:
-        """Observations as ``(num_envs, stack, *frame)``, left where they are: ``add`` copies to
-        the device only the frames it stores (one per env and step, on CUDA)."""
-        t = self._as_tensor(x, self.obs_dtype)
-        if tuple(t.shape) != (self.num_envs, *self.obs_shape):
-            raise ValueError(
-                f"ReplayBuffer.add: {name} must have shape {(self.num_envs, *self.obs_shape)}, got {tuple(t.shape)}"
-            )
-        return t.reshape(self.num_envs, self.stack, *self.frame_shape)
+    def _obs_frames(self, x: Any, name: str) -> np.ndarray:
+        """Observations as a host array ``(num_envs, stack, *frame)``; only the frames ``add``
+        stores (one per env and step) are copied to the device."""
+        shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+        if shape != (self.num_envs, *self.obs_shape):
+            raise ValueError(f"ReplayBuffer.add: {name} must have shape {(self.num_envs, *self.obs_shape)}, "
+                             f"got {shape}")
+        return self._host_array(x, self._np_dtype).reshape(self.num_envs, self.stack, *self.frame_shape)
+
+    def _put(self, name: str, flat: np.ndarray, values: np.ndarray | int) -> None:
+        """``storage[name].view(-1, ...)[flat] = values``. On CPU through a numpy view of the same
+        memory (about 1 us; a torch indexing op costs ~10 us, which dominated a MinAtar step),
+        elsewhere with ``index_copy_`` / ``index_fill_`` from pinned host memory."""
+        if self._numpy_writes:
+            self._host_views[name][flat] = values
+            return
+        store = getattr(self, name)
+        rows = store.view(-1, *store.shape[2:])
+        if isinstance(values, int):
+            rows.index_fill_(0, self._h2d(flat), values)
+        else:
+            rows.index_copy_(0, self._h2d(flat), self._h2d(values))
 
     def add(self, obs, actions, rewards, next_obs, terminated, truncated, valid, task: int = 0) -> None:
         """Store one vector-env step (leading dim ``num_envs`` everywhere); see the module doc.
@@ -209,8 +223,8 @@ class ReplayBuffer:
 
         obs_f = self._obs_frames(obs, "obs")  # validate everything before mutating anything
         next_f = self._obs_frames(next_obs, "next_obs")
-        act = self._to_device(actions, torch.int32).reshape(-1)
-        rew = self._to_device(rewards, torch.float32).reshape(-1)
+        act = self._host_array(actions, np.int32).reshape(-1)
+        rew = self._host_array(rewards, np.float32).reshape(-1)
         if act.shape[0] != n or rew.shape[0] != n:
             raise ValueError(f"ReplayBuffer.add: actions and rewards must have {n} entries (one per env)")
 
@@ -231,43 +245,38 @@ class ReplayBuffer:
         # final and not yet overwritten because lane >= 2 * stack + 2.
         b_old = np.maximum(w0 - length, 0) + s - 1
         b_new = np.maximum(w1 - length, 0) + s - 1
-        for k in range(s + 1):
-            b = b_old + k
-            m = b < b_new
-            if m.any():
-                lm = lanes[m]
-                self._starts_below[lm] += (self._flags_host[lm, b[m] % length] & _START) != 0
+        if (b_new > b_old).any():
+            for k in range(s + 1):
+                b = b_old + k
+                m = b < b_new
+                if m.any():
+                    lm = lanes[m]
+                    self._starts_below[lm] += (self._flags_host[lm, b[m] % length] & _START) != 0
 
-        # all writes go through flat slot ids (lane * self.lane + position) and index_copy_
+        # all writes go through flat slot ids (lane * self.lane + position)
         cursor = w0 % length
-        frames = self._frames.view(n * length, *self.frame_shape)
-        flags = self._flags.view(-1)
-        lanes_t = self._h2d(lanes)
         if new_ep.any():
             ne = lanes[new_ep]
             pos = (cursor[new_ep][:, None] + np.arange(s)) % length  # (k, stack): padding + start frame
-            flat = self._h2d((ne[:, None] * length + pos).reshape(-1))
-            ne_frames = obs_f.index_select(0, torch.as_tensor(ne, device=obs_f.device))
-            frames.index_copy_(0, flat, self._h2d(ne_frames).reshape(-1, *self.frame_shape))
-            flags.index_fill_(0, flat, 0)
+            flat = (ne[:, None] * length + pos).reshape(-1)
+            self._put("_frames", flat, obs_f[ne].reshape(-1, *self.frame_shape))
+            self._put("_flags", flat, 0)
             self._flags_host[ne[:, None], pos] = 0
         start = np.where(new_ep, cursor + s - 1, cursor - 1) % length
         nxt = (start + 1) % length
-        start_t = self._h2d(lanes * length + start)
-        nxt_t = self._h2d(lanes * length + nxt)
-        next_frames = next_f[:, -1].index_select(0, torch.as_tensor(lanes, device=next_f.device))
-        frames.index_copy_(0, nxt_t, self._h2d(next_frames))
-        flags.index_fill_(0, nxt_t, 0)
+        start_flat, nxt_flat = lanes * length + start, lanes * length + nxt
+        self._put("_frames", nxt_flat, next_f[lanes, -1])
+        self._put("_flags", nxt_flat, 0)
         self._flags_host[lanes, nxt] = 0
 
         te, tr = term_h[lanes], trunc_h[lanes]
         done = te | tr
         fl = (_START + _TERM * te + _END * done + _TRUNC * (tr & ~te)).astype(np.uint8)
-        flags.index_copy_(0, start_t, self._h2d(fl))
+        self._put("_flags", start_flat, fl)
         self._flags_host[lanes, start] = fl
-        self._actions.view(-1).index_copy_(0, start_t, act.index_select(0, lanes_t))
-        self._rewards.view(-1).index_copy_(0, start_t, rew.index_select(0, lanes_t))
-        self._tasks.view(-1).index_fill_(0, start_t, int(task))
+        self._put("_actions", start_flat, act[lanes])
+        self._put("_rewards", start_flat, rew[lanes])
+        self._put("_tasks", start_flat, int(task))
 
         self._written[lanes] = w1
         self._starts_total[lanes] += 1
@@ -277,8 +286,7 @@ class ReplayBuffer:
     def _close(self, lanes: np.ndarray) -> None:
         slots = self._last_start[lanes]
         self._flags_host[lanes, slots] |= _END
-        flat = self._h2d(lanes * self.lane + slots)
-        self._flags.view(-1).index_copy_(0, flat, self._h2d(self._flags_host[lanes, slots]))
+        self._put("_flags", lanes * self.lane + slots, self._flags_host[lanes, slots])
         self._open[lanes] = False
 
     def end_episodes(self, mask=None) -> None:
@@ -294,46 +302,46 @@ class ReplayBuffer:
             self._close(lanes)
 
     # ------------------------------------------------------------------ reading
+    # The bookkeeping of a draw (slot arithmetic, validity) runs in numpy on the host: a batch of
+    # 32 costs a few dozen small array ops, each ~1 us in numpy against ~10 us as a torch op.
 
     def __len__(self) -> int:
         """Transitions currently sampleable with ``n_step=1``."""
         return int((self._starts_total - self._starts_below).sum())
 
-    def _lane_state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        cursor = torch.as_tensor(self._written % self.lane)
-        oldest_age = torch.as_tensor(self.lane - np.minimum(self._written, self.lane))
+    def _lane_state(self) -> tuple[np.ndarray, np.ndarray]:
+        cursor = self._written % self.lane
+        oldest_age = self.lane - np.minimum(self._written, self.lane)
         return cursor, oldest_age
 
-    def _window(self, idx: torch.Tensor, n_step: int, lane_state=None):
-        """Validity and window facts of the transitions starting at flat slots ``idx`` (all on the host)."""
+    def _window(self, idx: np.ndarray, n_step: int, lane_state=None):
+        """Validity and window facts of the transitions starting at flat slots ``idx`` (numpy, host)."""
         length, s = self.lane, self.stack
         cursor, oldest_age = self._lane_state() if lane_state is None else lane_state
-        env = torch.div(idx, length, rounding_mode="floor")
+        env = idx // length
         p = idx - env * length
-        age = torch.remainder(p - cursor.index_select(0, env), length)  # 0 = oldest physical slot, lane-1 = newest
-        ks = torch.arange(n_step)
-        slots = torch.remainder(p[:, None] + ks, length)
-        fl = torch.from_numpy(self._flags_host).view(-1).index_select(0, (env[:, None] * length + slots).reshape(-1)).reshape(slots.shape)
+        age = (p - cursor[env]) % length  # 0 = oldest physical slot, lane-1 = newest
+        slots = (p[:, None] + np.arange(n_step)) % length
+        fl = self._flags_host[env[:, None], slots]
         is_start = (fl & _START) != 0
-        is_end = ((fl & _END) != 0).to(torch.int64)
-        included = (torch.cumsum(is_end, dim=1) - is_end) == 0  # no episode end strictly before k
-        m = included.sum(dim=1)
+        is_end = ((fl & _END) != 0).astype(np.int64)
+        included = (np.cumsum(is_end, axis=1) - is_end) == 0  # no episode end strictly before k
+        m = included.sum(axis=1)
         ok = (
-            (is_start | ~included).all(dim=1)
-            & (age - (s - 1) >= oldest_age.index_select(0, env))
+            (is_start | ~included).all(axis=1)
+            & (age - (s - 1) >= oldest_age[env])
             & (age + m <= length - 1)  # implied by the START rule above; kept as a guard
         )
         return ok, env, p, fl, included, m
 
     def valid_indices(self, n_step: int = 1) -> torch.Tensor:
         """All flat slot ids whose transition is sampleable with ``n_step`` (exhaustive, O(capacity))."""
-        return self._valid_host(n_step).to(self.device)
+        return torch.from_numpy(self._valid_host(n_step)).to(self.device)
 
-    def _valid_host(self, n_step: int) -> torch.Tensor:
+    def _valid_host(self, n_step: int) -> np.ndarray:
         self._check_n(n_step)
-        idx = torch.arange(self.capacity)
-        ok = self._window(idx, n_step)[0]
-        return idx[ok]
+        idx = np.arange(self.capacity)
+        return idx[self._window(idx, n_step)[0]]
 
     def _check_n(self, n_step: int) -> None:
         if n_step < 1 or n_step > self.lane - self.stack - 1:
@@ -345,8 +353,8 @@ class ReplayBuffer:
         Raises ValueError if one of them is not sampleable with this ``n_step``.
         """
         self._check_n(n_step)
-        idx = torch.as_tensor(indices).to("cpu", torch.int64).reshape(-1)
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.capacity):
+        idx = torch.as_tensor(indices).to("cpu", torch.int64).reshape(-1).numpy()
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.capacity):
             raise ValueError(f"ReplayBuffer.get: indices must lie in [0, {self.capacity})")
         ok, env, p, fl, included, m = self._window(idx, n_step)
         if not bool(ok.all()):
@@ -358,20 +366,20 @@ class ReplayBuffer:
         length, s = self.lane, self.stack
         b = idx.shape[0]
         base = (env * length)[:, None]
-        back = torch.arange(-(s - 1), 1)
-        obs_slots = base + torch.remainder(p[:, None] + back, length)
-        nxt_slots = base + torch.remainder((p + m)[:, None] + back, length)
-        ks = torch.arange(n_step)
-        r_slots = base + torch.remainder(p[:, None] + ks, length)
-        g = torch.tensor(float(gamma), dtype=torch.float64)
-        pows = torch.pow(g, ks.to(torch.float64)).to(torch.float32)
-        r_weights = pows * included.to(torch.float32)  # gamma^k inside the window, 0 after an episode end
-        last_fl = fl.gather(1, (m - 1)[:, None]).squeeze(1)
-        terminated = ((last_fl & _TERM) != 0).to(torch.float32)
-        discounts = torch.pow(g, m.to(torch.float64)).to(torch.float32) * (1.0 - terminated)
-        ints = host_to_device(torch.cat([idx, obs_slots.reshape(-1), nxt_slots.reshape(-1), r_slots.reshape(-1)]),
-                              self.device)
-        floats = host_to_device(torch.cat([r_weights.reshape(-1), discounts]), self.device)
+        back = np.arange(-(s - 1), 1)
+        obs_slots = base + (p[:, None] + back) % length
+        nxt_slots = base + ((p + m)[:, None] + back) % length
+        ks = np.arange(n_step)
+        r_slots = base + (p[:, None] + ks) % length
+        pows = np.power(np.float64(gamma), ks).astype(np.float32)
+        r_weights = pows * included  # gamma^k inside the window, 0 after an episode end
+        last_fl = fl[np.arange(b), m - 1]
+        terminated = ((last_fl & _TERM) != 0).astype(np.float32)
+        discounts = np.power(np.float64(gamma), m).astype(np.float32) * (1.0 - terminated)
+        ints = host_to_device(torch.from_numpy(np.concatenate(
+            [idx, obs_slots.reshape(-1), nxt_slots.reshape(-1), r_slots.reshape(-1)])), self.device)
+        floats = host_to_device(torch.from_numpy(np.concatenate(
+            [r_weights.reshape(-1), discounts]).astype(np.float32)), self.device)
         idx, obs_slots, nxt_slots, r_slots = ints.split([b, b * s, b * s, b * n_step])
         r_weights, discounts = floats.split([b * n_step, b])
         frames = self._frames.view(self.capacity, *self.frame_shape)
@@ -398,14 +406,14 @@ class ReplayBuffer:
         # Candidates are uniform over the slots written so far (a lane fills positions 0, 1, ...
         # before it wraps; every sampleable transition starts in one), so a round of about
         # 1.25 * batch_size candidates usually suffices at any fill level.
-        live = torch.as_tensor(np.minimum(self._written, self.lane))
-        ends = torch.cumsum(live, 0)
+        live = np.minimum(self._written, self.lane)
+        ends = np.cumsum(live)
         per_round = int(min(max(2 * batch_size, np.ceil(1.25 * batch_size * int(ends[-1]) / n1) + 16), 1 << 22))
         parts, got, rounds = [], 0, 0
         while got < batch_size:
-            u = torch.randint(int(ends[-1]), (per_round,), generator=self._gen)
-            env = torch.searchsorted(ends, u, right=True)
-            cand = env * self.lane + u - (ends - live).index_select(0, env)
+            u = torch.randint(int(ends[-1]), (per_round,), generator=self._gen).numpy()
+            env = np.searchsorted(ends, u, side="right")
+            cand = env * self.lane + u - (ends - live)[env]
             ok, *facts = self._window(cand, n_step, lane_state)
             parts.append([cand[ok], *(f[ok] for f in facts)])
             got += int(ok.sum())
@@ -413,13 +421,16 @@ class ReplayBuffer:
             if got == 0 and rounds >= 32:
                 # very few (or no) transitions have a full n-step window: draw from the exact set
                 pool = self._valid_host(n_step)
-                if pool.numel() == 0:
+                if pool.size == 0:
                     raise ValueError(
                         f"ReplayBuffer.sample: no stored transition has an available {n_step}-step window yet"
                     )
-                idx = pool[torch.randint(pool.numel(), (batch_size,), generator=self._gen)]
+                idx = pool[torch.randint(pool.size, (batch_size,), generator=self._gen).numpy()]
                 return self._assemble(idx, *self._window(idx, n_step, lane_state)[1:], n_step, gamma)
-        idx, env, p, fl, included, m = (torch.cat(c)[:batch_size] for c in zip(*parts))
+        if len(parts) == 1:
+            idx, env, p, fl, included, m = (c[:batch_size] for c in parts[0])
+        else:
+            idx, env, p, fl, included, m = (np.concatenate(c)[:batch_size] for c in zip(*parts))
         return self._assemble(idx, env, p, fl, included, m, n_step, gamma)
 
     def sample_states(self, batch_size: int, task: int | None = None,
@@ -437,10 +448,11 @@ class ReplayBuffer:
             return None
         pool = self._valid_host(1)
         if task is not None:
-            pool = pool[self._tasks.view(-1).cpu().index_select(0, pool) == int(task)]
-        if pool.numel() == 0:
+            pool = pool[self._tasks.view(-1).cpu().numpy()[pool] == int(task)]
+        if pool.size == 0:
             return None
-        idx = pool[torch.randint(pool.numel(), (batch_size,), generator=self._gen if generator is None else generator)]
+        gen = self._gen if generator is None else generator
+        idx = pool[torch.randint(pool.size, (batch_size,), generator=gen).numpy()]
         return self._assemble(idx, *self._window(idx, 1)[1:], 1, 0.99)["obs"]
 
     def count_task(self, task: int) -> int:
@@ -448,7 +460,7 @@ class ReplayBuffer:
         if len(self) == 0:
             return 0
         pool = self._valid_host(1)
-        return int((self._tasks.view(-1).cpu().index_select(0, pool) == int(task)).sum())
+        return int((self._tasks.view(-1).cpu().numpy()[pool] == int(task)).sum())
 
     # ------------------------------------------------------------------ accounting
 

@@ -21,8 +21,8 @@ SB3's MlpPolicy) with ``--torso mlp``, or SB3's CnnPolicy (NatureCNN) with ``--t
 ``--reset-replay-per-task`` empties SB3's buffer at each task change. SB3's defaults for the rest:
 tau 1.0 (hard target copies), Huber loss, no double DQN (``--double-dqn`` does not apply: SB3's DQN
 bootstraps with the target network's max), one scalar Q output per action (crl's value heads do not apply).
-Refused with one error line: another ``--torso``, ``--norm``, ``--optimizer``, an ``--intervention``,
-``--lr-schedule`` other than constant or ``--lr-warmup``: they are crl's, not SB3's.
+Refused with one error line: another ``--torso``, ``--norm``, ``--activation``, ``--reparam``, ``--optimizer``,
+an ``--intervention``, ``--lr-schedule`` other than constant or ``--lr-warmup``: they are crl's, not SB3's.
 
 Environments: each task's ``make_env`` (crl's :class:`crl.RLTask`) is turned into an SB3 ``VecEnv``
 (:class:`TaskVecEnv`) of ``--num-envs`` one-env vector envs, sub-env ``k`` seeded ``s + k`` as crl's DQN
@@ -220,6 +220,8 @@ class SB3QNetwork(nn.Module):
 def _refuse_crl_only(cfg) -> None:
     checks = (("torso", cfg.torso in ("mlp", "nature"), "mlp (SB3's MlpPolicy) or nature (SB3's CnnPolicy)"),
               ("norm", cfg.norm == "none", "none (SB3's networks have no norm layers)"),
+              ("activation", cfg.activation == "relu", "relu (SB3's policies' own ReLU)"),
+              ("reparam", cfg.reparam == "none", "none (SB3's networks have plain weights)"),
               ("optimizer", cfg.optimizer == "adam", "adam (SB3's DQN optimizer)"),
               ("intervention", not cfg.interventions(), "none (crl's interventions act on crl's learners)"),
               ("moe", cfg.moe == "none", "none"),
@@ -293,6 +295,11 @@ class SB3DQNLearner:
     @property
     def env_steps(self) -> int:
         return int(self.model.num_timesteps)
+
+    @property
+    def metric_step(self) -> int:
+        """What hooks log at (docs/design.md): env steps so far; SB3 updates after a rollout, when they are counted."""
+        return self.env_steps
 
     # ------------------------------------------------------------------ training
     def _after_optimizer_step(self, optimizer, args, kwargs) -> None:

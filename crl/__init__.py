@@ -16,7 +16,8 @@ _EXPORTS = {
     "Hook": "crl.hooks", "RLTask": "crl.scenario", "Scenario": "crl.scenario", "SupervisedTask": "crl.scenario",
     "register_scenario": "crl.scenario", "CycleOptions": "crl.scenario", "option": "crl.options",
     "declare_options": "crl.options", "AGENTS": "crl.registry", "TORSOS": "crl.registry", "NORMS": "crl.registry",
-    "HEADS": "crl.registry", "INTERVENTIONS": "crl.registry", "OPTIMIZERS": "crl.registry",
+    "ACTIVATIONS": "crl.registry", "REPARAMS": "crl.registry", "HEADS": "crl.registry",
+    "INTERVENTIONS": "crl.registry", "OPTIMIZERS": "crl.registry",
     "SCENARIOS": "crl.registry", "from_avalanche": "crl.avalanche",
 }
 

@@ -20,7 +20,8 @@ from crl.config import Config, adapt_to_budget, flag, load_config, make_config, 
 from crl.errors import UserError
 from crl.hooks import Hook, HookList
 from crl.options import building
-from crl.registry import AGENTS, INTERVENTIONS, NORMS, OPTIMIZERS, SCENARIOS, TORSOS, load_builtins
+from crl.registry import (ACTIVATIONS, AGENTS, INTERVENTIONS, NORMS, OPTIMIZERS, REPARAMS, SCENARIOS, TORSOS,
+                          load_builtins)
 from crl.runner import Runner, resolve_device, seed_everything
 from crl.scenario import (USER_MODULE_PREFIX, Scenario, build_scenario, user_code_errors, user_error_line,
                           user_frame, user_module_name)
@@ -28,10 +29,13 @@ from crl.scenario import (USER_MODULE_PREFIX, Scenario, build_scenario, user_cod
 
 def check_names(cfg: Config) -> None:
     for registry, value in ((AGENTS, cfg.agent), (TORSOS, cfg.torso), (NORMS, cfg.norm),
-                            (OPTIMIZERS, cfg.optimizer)):
+                            (OPTIMIZERS, cfg.optimizer), (ACTIVATIONS, cfg.activation), (REPARAMS, cfg.reparam)):
         registry.entry(value)
     for name in cfg.interventions():
         INTERVENTIONS.entry(name)
+    from crl.nn.activations import check_activation
+
+    check_activation(cfg)
 
 
 def load_scenario_file(spec: str) -> str:

@@ -20,9 +20,10 @@ Into Avalanche (an Avalanche user keeps their strategy):
   ``before_backward`` -> ``transform_loss`` on the mini-batch loss, ``after_update`` ->
   ``after_optimizer_step``).
 * :class:`PlasticityMetrics` is crl's plasticity hook (``crl.metrics.hooks.PlasticityHook``: dormant
-  units, feature ranks, weight norms and drift, effective learning rate, probe plasticity) as an
+  units, feature ranks, weight magnitudes and drift, relative update size, probe plasticity) as an
   Avalanche ``PluginMetric`` for an ``EvaluationPlugin``: every ``every`` updates it emits
-  ``plasticity/<tag>`` values, on a fixed probe batch of the current experience (its first 256 inputs).
+  ``plasticity/<tag>`` values (the gradient norms and relative update at the update after), on a
+  fixed probe batch of the current experience (its first 256 inputs).
 
 References: Lomonaco et al. 2021, "Avalanche: an End-to-End Library for Continual Learning",
 CVPR Workshops; Carta et al. 2023, "Avalanche: A PyTorch Library for Deep Continual Learning", JMLR
@@ -142,6 +143,11 @@ class _Learner:
     def __init__(self, cfg, probe_size: int = 256):
         self.cfg, self.strategy, self.updates, self.probe_size = cfg, None, 0, probe_size
         self.probes: dict[str, torch.Tensor] = {}
+
+    @property
+    def metric_step(self) -> int:
+        """Updates so far, the one whose ``after_update`` runs included (what crl's hooks log at)."""
+        return self.updates
 
     @property
     def network(self) -> nn.Module:

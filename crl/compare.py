@@ -40,7 +40,7 @@ Tags (``--tags``) are exact names or shell-style patterns (``eval/*/score``); de
 some runs, or a pattern that matches nothing, is a :class:`~crl.errors.UserError` naming the
 runs and close tags. ``forgetting/*`` is left out for a group whose runs all saw a single
 task (``forgetting/num_tasks`` at most 1, or, without it, one ``eval/*/score`` tag): there
-forgetting, BWT and FWT are 0 and the averages repeat ``eval/<task>/score``.
+forgetting, BWT and FWT have no value and the averages repeat ``eval/<task>/score``.
 
 Reading follows TensorBoard: a resumed run's second event file purges the first one's
 points from the step it resumed at; a file that restarts at an earlier step without that
@@ -58,6 +58,7 @@ import logging
 import math
 import re
 import struct
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -443,7 +444,7 @@ def plan_tags(groups: dict[str, list[Run]], tags: Sequence[str]) -> tuple[dict[s
         return plan, []
     where = "every group" if len(skip) == len(groups) else "group(s) " + "; ".join(skip)
     return plan, [f"left out {len(left)} forgetting/* tag(s) for {where}: every run saw a single task, where "
-                  "forgetting, BWT and FWT are 0 and avg_final/avg_seen repeat eval/<task>/score"]
+                  "forgetting, BWT and FWT have no value and avg_final/avg_seen repeat eval/<task>/score"]
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -652,7 +653,7 @@ def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str
     plan, task_notes = plan_tags(groups, chosen)
     if not plan:
         raise UserError("crl compare: nothing left to compare: every chosen tag is forgetting/* and every run saw a "
-                        "single task (forgetting is 0 there); choose other --tags")
+                        "single task (forgetting has no value there); choose other --tags")
     notes = [*tag_notes, *task_notes, *[n for r in runs for n in r.notes]]
     out = Path(out)
     colors = {label: f"C{k % 10}" for k, label in enumerate(groups)}  # a group keeps its colour in every plot
@@ -711,4 +712,20 @@ def main_from_args(args: argparse.Namespace) -> int:
     if result["aggregate"]:
         print()
         print(result["aggregate"], end="")
+    few = few_runs_warning(result["groups"], bool(result["aggregate"]))
+    if few:
+        print(few, file=sys.stderr)
     return 0
+
+
+def few_runs_warning(groups: dict[str, list], aggregate: bool) -> str:
+    """One ``warning:`` line when a group has fewer than :data:`IQM_MIN_RUNS` runs (empty otherwise):
+    its percentile-bootstrap intervals (and, with ``--aggregate``, the stratified ones) under-cover
+    with so few runs (Agarwal et al. 2021); a single run has none."""
+    few = {label: len(paths) for label, paths in groups.items() if len(paths) < IQM_MIN_RUNS}
+    if not few:
+        return ""
+    what = "bootstrap intervals (final values and --aggregate)" if aggregate else "percentile-bootstrap intervals"
+    names = "; ".join(f"{label}: {n}" for label, n in few.items())
+    return (f"warning: crl compare: fewer than {IQM_MIN_RUNS} runs in {len(few)} group(s) ({names}): their {what} "
+            "under-cover (none for 1 run); add seeds before drawing conclusions")

@@ -33,6 +33,10 @@ class RunOptions:
     agent: str = option("dqn-hlgauss", "learner (crl help: agents)", section="what to run")
     torso: str = option("nature", "network torso (crl help: torsos)", section="what to run")
     norm: str = option("none", "normalization before each nonlinearity (crl help: norms)", section="what to run")
+    activation: str = option("relu", "nonlinearity after each norm, in every torso (crl help: activations)",
+                             section="what to run")
+    reparam: str = option("none", "weight reparameterization of every Linear/Conv weight of the torso, e.g. "
+                                  "compander (crl help: reparams)", section="what to run")
     intervention: str = option("", "comma-separated interventions, e.g. 'redo,l2-init' ('nap' is implied by --norm "
                                    "nap)", section="what to run")
     moe: str = option("none", "'softmoe' replaces the penultimate dense layer of a conv torso with a SoftMoE",
@@ -140,14 +144,20 @@ def _default(name: str) -> Any:
 def parts_in_play(cfg: Config, scenario: str | None = None) -> dict[type, str]:
     """The options classes this run uses, each with the component that brings it (e.g.
     ``"intervention redo"``): the common ones, those of its agent, value head, torso, norm,
-    optimizer, interventions and scenario (``scenario``: its registered name, when
-    ``cfg.scenario`` is a file), and the parts whose own test says they are used."""
-    from crl.registry import AGENTS, HEADS, INTERVENTIONS, NORMS, OPTIMIZERS, SCENARIOS, TORSOS
+    activation, reparameterization, optimizer, interventions and scenario (``scenario``: its
+    registered name, when ``cfg.scenario`` is a file), and the parts whose own test says they
+    are used."""
+    from crl.registry import ACTIVATIONS, AGENTS, HEADS, INTERVENTIONS, NORMS, OPTIMIZERS, REPARAMS, SCENARIOS, TORSOS
 
-    picked = [(AGENTS, cfg.agent), (TORSOS, cfg.torso), (NORMS, cfg.norm), (OPTIMIZERS, cfg.optimizer),
+    picked = [(AGENTS, cfg.agent), (TORSOS, cfg.torso), (NORMS, cfg.norm), (ACTIVATIONS, cfg.activation),
+              (REPARAMS, cfg.reparam), (OPTIMIZERS, cfg.optimizer),
               (SCENARIOS, scenario or cfg.scenario), *((INTERVENTIONS, n) for n in cfg.interventions())]
     if cfg.agent in AGENTS and AGENTS.entry(cfg.agent).meta.get("head"):
         picked.insert(1, (HEADS, AGENTS.entry(cfg.agent).meta["head"]))
+    if opts.owner("loss") is not None:  # the classifier's --loss (crl/losses/): its options, e.g. --zloss-a
+        from crl.registry import LOSSES
+
+        picked.append((LOSSES, cfg.loss))
     out: dict[type, str] = {RunOptions: "common"}
     for registry, name in picked:
         if name in registry:
@@ -179,7 +189,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                     clip_rewards=False, optimizer="rmsprop", lr=2.5e-4, rmsprop_alpha=0.95, rmsprop_eps=0.01,
                     rmsprop_centered=True, max_grad_norm=0.0, minatar_sticky_actions=0.1,
                     minatar_difficulty_ramping=True, v_min=-10.0, v_max=100.0, eval_every=250_000, eval_episodes=10,
-                    eval_eps=0.0, eval_max_steps=10_000, checkpoint_every=250_000, log_every=1_000),
+                    eval_eps=0.0, eval_max_steps=10_000, checkpoint_every=250_000, log_every=1_000,
+                    compile_optimizer=True, channels_last=False),
 }
 PRESETS["sequential-minatar"] = {**PRESETS["minatar"], "steps": 500_000, "cycles": 2, "eval_every": 100_000,
                                  "checkpoint_every": 100_000}  # shorter: 5 games x 2 cycles x 500k = 5M env steps

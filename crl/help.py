@@ -1,6 +1,7 @@
 """``crl help [NAME]``: every component with one line, or one component's options.
 
-NAME is any registered agent, torso, value head, norm, intervention, optimizer or scenario
+NAME is any registered agent, torso, value head, norm, activation, weight reparameterization,
+intervention, optimizer, classification loss or scenario
 (``crl help meta-rescale``), a part with options of its own (``metrics``, ``softmoe``), or
 ``common`` for the options every run has.
 """
@@ -12,11 +13,15 @@ from typing import Sequence
 
 from crl import options as opts
 from crl.errors import UserError, did_you_mean
-from crl.registry import AGENTS, HEADS, INTERVENTIONS, NORMS, OPTIMIZERS, SCENARIOS, TORSOS, load_builtins
+from crl.registry import (ACTIVATIONS, AGENTS, HEADS, INTERVENTIONS, NORMS, OPTIMIZERS, REPARAMS, SCENARIOS, TORSOS,
+                          load_builtins)
+from crl.registry import LOSSES
 
 CATALOGUE = (("agents (--agent)", AGENTS), ("torsos (--torso)", TORSOS), ("value heads (chosen by the agent)", HEADS),
-             ("norms (--norm)", NORMS), ("interventions (--intervention)", INTERVENTIONS),
-             ("optimizers (--optimizer)", OPTIMIZERS), ("scenarios (crl run NAME)", SCENARIOS))
+             ("norms (--norm)", NORMS), ("activations (--activation)", ACTIVATIONS),
+             ("weight reparameterizations (--reparam)", REPARAMS), ("interventions (--intervention)", INTERVENTIONS),
+             ("optimizers (--optimizer)", OPTIMIZERS), ("classification losses (--loss, agent classifier)", LOSSES),
+             ("scenarios (crl run NAME)", SCENARIOS))
 
 
 def catalogue() -> str:

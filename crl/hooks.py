@@ -15,11 +15,22 @@ Events (in order of a run):
     on_run_end(run)
 
 ``run`` is the :class:`crl.runner.Runner`; it exposes ``learner``, ``config``, ``logger``,
-``global_step``, ``task_index`` and ``eval_matrix``.
+``global_step``, ``task_index`` and ``eval_matrix``. A hook that logs from inside training
+(``after_optimizer_step``, ``transform_loss``, and a task start or end) logs at
+:func:`learner_step`, the step the learner is at; ``run.global_step`` moves once per chunk.
 """
 from __future__ import annotations
 
 from typing import Any
+
+
+def learner_step(run) -> int:
+    """The learner's own step counter, ``run.learner.metric_step`` (docs/design.md, the runner
+    contract): env steps in RL, updates in the classifier, counted up to and including the update
+    in progress; ``run.global_step`` (the sum of what ``train`` returned) for a learner without one."""
+    learner = getattr(run, "learner", None)
+    step = getattr(learner, "metric_step", None)
+    return int(getattr(run, "global_step", 0) if step is None else step)
 
 
 class Hook:

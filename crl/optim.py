@@ -774,10 +774,13 @@ class LRSchedule:
     def _apply(self) -> None:
         for i, group in enumerate(self.optimizer.param_groups):
             if i == len(self.ratios):
-                self.ratios.append(group["lr"] / self.base_lr)
+                self.ratios.append(float(group["lr"]) / self.base_lr)
         value = self.lr
         for ratio, group in zip(self.ratios, self.optimizer.param_groups):
-            group["lr"] = ratio * value
+            if isinstance(group["lr"], torch.Tensor):  # --compile-optimizer: the compiled step reads it in place
+                group["lr"].fill_(ratio * value)
+            else:
+                group["lr"] = ratio * value
 
     def step(self) -> None:
         """Advance one optimizer step and set the next lr on every param group."""
@@ -864,5 +867,5 @@ def _build_rmsprop(named, *, lr, eps, weight_decay, muon_exclude, alpha=None, rm
         weight_decay=weight_decay,
         momentum=o.rmsprop_momentum if momentum is None else momentum,
         centered=o.rmsprop_centered if centered is None else centered,
-        foreach=True,  # one kernel per step over all parameters (same rule; torch's CPU default loops over them)
+        foreach=None,  # torch picks: one kernel over all parameters on CUDA, a loop over them on CPU (faster there)
     )

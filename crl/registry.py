@@ -1,7 +1,7 @@
 """Name -> factory tables for everything a user can pick by name.
 
-A new agent, torso, norm, head, scenario or intervention is one ``@REGISTRY.register``
-entry in the file that defines it; ``options=SomeOptions`` names the dataclass of its options
+A new agent, torso, norm, activation, weight reparameterization, head, scenario or intervention
+is one ``@REGISTRY.register`` entry in the file that defines it; ``options=SomeOptions`` names the dataclass of its options
 (:mod:`crl.options`). Built-in entries live in the packages ``crl.nn``, ``crl.interventions``,
 ``crl.optim``, ``crl.metrics``, ``agents`` and ``scenarios``; :func:`load_builtins` imports them.
 """
@@ -79,8 +79,12 @@ HEADS = Registry("head", "--head")
 SCENARIOS = Registry("scenario", "crl run")
 INTERVENTIONS = Registry("intervention", "--intervention")
 OPTIMIZERS = Registry("optimizer", "--optimizer")
+ACTIVATIONS = Registry("activation", "--activation")
+REPARAMS = Registry("reparam", "--reparam")
+LOSSES = Registry("loss", "--loss")  # classification losses of the classifier learner (crl/losses/)
 
-_BUILTIN_MODULES = ("crl.nn", "crl.interventions", "crl.optim", "crl.metrics.hooks", "agents", "scenarios")
+_BUILTIN_MODULES = ("crl.nn", "crl.interventions", "crl.optim", "crl.optim_conda", "crl.losses", "crl.metrics.hooks",
+                    "agents", "scenarios")
 
 
 def load_builtins() -> None:

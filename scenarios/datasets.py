@@ -106,6 +106,46 @@ class PixelPermute:
         return {"perm": self.perm, "base": self.base, "_on": {}}
 
 
+class CropFlip:
+    """Training augmentation on a *batch* of model inputs ``(B, C, H, W)``, on their device:
+    ``RandomCrop(H, padding)`` then ``RandomHorizontalFlip(0.5)`` per sample, as torchvision
+    composes them in mammoth's and AdaB2N's ``seq-cifar10/100`` ``TRANSFORM``, in one gather (no
+    per-sample Python).
+
+    The inputs are already normalised (the dataset's ``transform`` ran first), so the padding is
+    filled with ``fill`` per channel, the normalised value of a 0 pixel: the same numbers as
+    padding the raw image with 0 and normalising after the crop, as torchvision does. Offsets and
+    flips are drawn from ``generator`` (the learner's own, saved for exact resume).
+    """
+
+    def __init__(self, padding: int = 4, fill: tuple[float, ...] = (0.0,)):
+        self.padding, self.fill = int(padding), tuple(float(f) for f in fill)
+
+    @classmethod
+    def for_normalized(cls, norm: "Normalize", padding: int = 4) -> "CropFlip":
+        """Padding filled with ``norm`` of a zero pixel: ``-mean / std`` per channel."""
+        return cls(padding, tuple(-m / s for m, s in zip(norm.mean, norm.std)))
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        B, C, H, W = x.shape
+        p = self.padding
+        fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device)
+        padded = fill.view(1, -1, 1, 1).expand(B, C, H + 2 * p, W + 2 * p).clone()
+        padded[:, :, p:p + H, p:p + W] = x
+        draws = torch.randint(0, 2 * p + 1, (2, B), generator=generator)
+        flip = torch.rand(B, generator=generator) < 0.5
+        oy, ox, flip = draws[0].to(x.device), draws[1].to(x.device), flip.to(x.device)
+        ar_h, ar_w = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
+        rows = oy[:, None] + ar_h  # (B, H)
+        cols = ox[:, None] + torch.where(flip[:, None], W - 1 - ar_w, ar_w)  # (B, W), reversed when flipped
+        out = padded.permute(0, 2, 3, 1)[torch.arange(B, device=x.device)[:, None, None], rows[:, :, None],
+                                          cols[:, None, :]]
+        return out.permute(0, 3, 1, 2).contiguous()
+
+    def __repr__(self) -> str:
+        return f"CropFlip(padding={self.padding}, fill={self.fill})"
+
+
 class ArrayDataset(torch.utils.data.Dataset):
     """``(x, y)`` pairs held as two tensors; ``transform`` maps a *batch* of ``x`` to model input.
 
@@ -114,10 +154,12 @@ class ArrayDataset(torch.utils.data.Dataset):
     to that item alone, so it is also an ordinary ``Dataset``.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: Callable | None = None):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: Callable | None = None,
+                 augment: Callable | None = None):
         if len(x) != len(y):
             raise UserError(f"dataset: {len(x)} inputs but {len(y)} labels")
         self.x, self.y, self.transform = x, y.long(), transform
+        self.augment = augment  # training-only batch augmentation of model inputs (CropFlip); items never get it
 
     def __len__(self) -> int:
         return len(self.y)
@@ -135,7 +177,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         """The samples at ``index`` (new labels ``y`` / transform if given)."""
         index = torch.as_tensor(index, dtype=torch.long)
         return ArrayDataset(self.x[index], self.y[index] if y is None else y,
-                            self.transform if transform is ... else transform)
+                            self.transform if transform is ... else transform, self.augment)
 
 
 @dataclass

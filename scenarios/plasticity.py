@@ -12,8 +12,12 @@ label-shuffle  task 0 has the true labels; each later task re-draws a fraction `
                re-randomised; per task here, not per iteration). Evaluated on the training set.
 pixel-permute  task 0 the original inputs, each later task a new fixed pixel permutation; all
                classes; evaluated on the permuted test set.
-warm-start     two tasks: ``part`` (a fixed ``--warm-start-fraction`` of the training set), then
-               ``all`` (Ash & Adams 2020, arXiv 1910.08475); both evaluated on the test set.
+warm-start     Ash & Adams 2020 ("On Warm-Starting Neural Network Training", NeurIPS 2020, arXiv
+               1910.08475), its two arms: ``--arm warm`` (default) two tasks, ``part`` (a fixed
+               ``--warm-start-fraction`` of the training set), then ``all``; ``--arm cold`` the
+               task ``all`` alone, from a fresh initialisation (their randomly initialised
+               baseline trained on the full data). Both evaluated on the test set; the arms'
+               ``eval/all/score`` compare warm with cold start at the same budget.
 ============== ===================================================================================
 
 Tasks default to ``--n-tasks 10`` (warm-start: 2). Labels and permutations are drawn from
@@ -45,6 +49,8 @@ class PlasticityOptions:
                                    "updates (0 = use --epochs)", check="non_negative")
     warm_start_fraction: float = option(0.5, "warm-start: fraction of the training data of the first task",
                                              check="unit")
+    arm: str = option("warm", "warm-start: warm (train on the fraction, then on all data) or cold (all data from "
+                              "a fresh initialisation; Ash & Adams 2020)", choices=("warm", "cold"))
 
 
 OPTIONS = (DataOptions, PlasticityOptions, CycleOptions)
@@ -108,8 +114,8 @@ def pixel_permute(cfg) -> Scenario:
                     cycles=cfg.cycles)
 
 
-@register_scenario("warm-start", "train on --warm-start-fraction of --dataset, then on all of it "
-                                 "(Ash & Adams 2020)", kind="supervised",
+@register_scenario("warm-start", "train on --warm-start-fraction of --dataset, then on all of it; --arm cold: all "
+                                 "of it from scratch (Ash & Adams 2020)", kind="supervised",
                    options=OPTIONS)
 def warm_start(cfg) -> Scenario:
     frac = cfg.warm_start_fraction
@@ -121,5 +127,10 @@ def warm_start(cfg) -> Scenario:
     classes = list(range(ds.num_classes))
     part = SupervisedTask("part", ds.train.subset(keep.sort().values), ds.test, classes, task_label=0,
                           info={"dataset": ds.name, "fraction": frac})
-    full = SupervisedTask("all", ds.train, ds.test, classes, task_label=1, info={"dataset": ds.name, "fraction": 1.0})
+    full = SupervisedTask("all", ds.train, ds.test, classes, task_label=1,
+                          info={"dataset": ds.name, "fraction": 1.0, "arm": cfg.arm})
+    if cfg.arm == "cold":
+        return Scenario("warm-start", [full], cycles=cfg.cycles)
+    if cfg.arm != "warm":
+        raise UserError(f"--arm: unknown arm '{cfg.arm}'; accepted: warm, cold")
     return Scenario("warm-start", [part, full], cycles=cfg.cycles)

@@ -15,8 +15,9 @@ crl runs ``crl minatar`` with the same preset through its runner (the ``minatar`
 same hyperparameters), plasticity metrics off (``--metrics-every 0``; the reference has none),
 evaluation and checkpoints outside the measured window.
 
-Both first take the 5,000 random steps (not measured), then ``--steps`` measured steps with one
-update per env step at epsilon 0.1 (the exploration of 98% of a 5M-step run: measured right after
+Both first take the 5,000 random steps and ``--warmup`` steps with updates (not measured: crl's
+``minatar`` preset compiles its optimizer step at the first update, a one-off cost of 15-70 s
+per run), then ``--steps`` measured steps with one update per env step at epsilon 0.1 (the exploration of 98% of a 5M-step run: measured right after
 the start, epsilon near 1 would let the reference skip its acting forward on almost every step
 while crl always runs it); the two alternate ``--repeats`` times (A B A B ...) so that load from other
 processes on a shared machine hits both alike. Reported per implementation: env steps/s over
@@ -61,7 +62,7 @@ class ReferenceNet(nn.Module):
         return self.out(x)
 
 
-def reference_loop(game: str, steps: int, seed: int, eps_decay: int = 1) -> dict:
+def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int = 1) -> dict:
     """The reference's structure; returns timings of the ``steps`` steps after learning starts."""
     from minatar import Environment
 
@@ -102,9 +103,10 @@ def reference_loop(game: str, steps: int, seed: int, eps_decay: int = 1) -> dict
     state = get_state()
     t = 0
     start = None
-    while t < LEARNING_STARTS + steps:
-        if t == LEARNING_STARTS:
+    while t < LEARNING_STARTS + warmup + steps:
+        if t == LEARNING_STARTS + warmup:
             start = time.perf_counter()
+            update_time, updates = 0.0, 0
         if t < LEARNING_STARTS:
             action = torch.tensor([[random.randrange(actions)]])
         else:
@@ -137,7 +139,7 @@ def reference_loop(game: str, steps: int, seed: int, eps_decay: int = 1) -> dict
             "outside_update": 1.0 - update_time / total, "updates": updates}
 
 
-def crl_loop(game: str, steps: int, seed: int, extra: dict) -> dict:
+def crl_loop(game: str, steps: int, seed: int, warmup: int, extra: dict) -> dict:
     """``crl minatar`` through crl's runner; times the learner's ``train`` chunks after learning starts."""
     from crl.api import prepare
     from crl.config import make_config
@@ -145,8 +147,8 @@ def crl_loop(game: str, steps: int, seed: int, extra: dict) -> dict:
     from crl.runner import Runner
 
     load_builtins()
-    cfg = make_config("minatar", scenario="minatar", game=game, seed=seed, steps=LEARNING_STARTS + steps,
-                      eval_every=LEARNING_STARTS, eval_episodes=1, eval_max_steps=10, checkpoint_every=10 ** 9,
+    cfg = make_config("minatar", scenario="minatar", game=game, seed=seed, steps=LEARNING_STARTS + warmup + steps,
+                      eval_every=LEARNING_STARTS + warmup, eval_episodes=1, eval_max_steps=10, checkpoint_every=10 ** 9,
                       metrics_every=0, progress=False, eps_decay_steps=1, **extra)
     scenario, learner, hooks = prepare(cfg)
     timing = {"train": 0.0, "update": 0.0, "updates": 0, "steps": 0}
@@ -159,7 +161,7 @@ def crl_loop(game: str, steps: int, seed: int, extra: dict) -> dict:
         timing["updates"] += 1
 
     def timed_train(task, n):
-        if learner.env_steps < LEARNING_STARTS:
+        if learner.env_steps < LEARNING_STARTS + warmup:  # the runner's first chunk: random steps + warmup
             return train(task, n)
         learner.update = timed_update
         t0 = time.perf_counter()
@@ -181,6 +183,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--game", default="breakout")
     p.add_argument("--steps", type=int, default=3_000, help="measured env steps (after the 5,000 random ones)")
+    p.add_argument("--warmup", type=int, default=500, help="steps with updates before the measured ones")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-envs", type=int, default=1, help="crl's --num-envs (the preset and the reference: 1; "
@@ -190,14 +193,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     results: dict[str, list[dict]] = {"reference": [], "crl": []}
     for r in range(args.repeats):
-        results["reference"].append(reference_loop(args.game, args.steps, args.seed + r))
-        results["crl"].append(crl_loop(args.game, args.steps, args.seed + r, {"num_envs": args.num_envs}))
+        results["reference"].append(reference_loop(args.game, args.steps, args.seed + r, args.warmup))
+        results["crl"].append(crl_loop(args.game, args.steps, args.seed + r, args.warmup, {"num_envs": args.num_envs}))
         print(f"repeat {r}: " + "; ".join(f"{k} {v[-1]['steps_per_s']:.0f} steps/s" for k, v in results.items()),
               file=sys.stderr, flush=True)
     summary = {k: {m: statistics.median(x[m] for x in v) for m in ("steps_per_s", "ms_per_update", "outside_update")}
                for k, v in results.items()}
     ratio = summary["crl"]["steps_per_s"] / summary["reference"]["steps_per_s"]
-    print(f"MinAtar {args.game}, {args.steps} measured steps after {LEARNING_STARTS} random, epsilon 0.1, one update "
+    print(f"MinAtar {args.game}, {args.steps} measured steps after {LEARNING_STARTS} random and {args.warmup} warm-up, "
+          f"epsilon 0.1, one update "
           f"per step, batch {BATCH}, crl --num-envs {args.num_envs}, torch threads {torch.get_num_threads()}, "
           f"median of {args.repeats}")
     print(f"{'':<10} {'env steps/s':>12} {'ms/update':>10} {'outside update':>15}")

@@ -179,8 +179,10 @@ def test_plasticity_metrics_reach_avalanches_tensorboard_logger(tmp_path):
     for tag in ("plasticity/dormant_redo_tau0", "plasticity/srank_0.01", "plasticity/weight_norm",
                 "plasticity/drift_init", "plasticity/probe_loss_after", "plasticity/torso.blocks.0/active_fraction"):
         assert tag in tags, (tag, tags)
-    # armed every 5 updates, measured at the following one; 2 experiences x 2 epochs x ceil(60 / 8) = 32 updates
-    assert [e.step for e in ea.Scalars("plasticity/weight_norm")] == [6, 11, 16, 21, 26, 31]
+    # the network's state every 5 updates (gradient norms at the update after); 2 experiences x 2 epochs x
+    # ceil(60 / 8) = 32 updates
+    assert [e.step for e in ea.Scalars("plasticity/weight_norm")] == [5, 10, 15, 20, 25, 30]
+    assert [e.step for e in ea.Scalars("plasticity/grad_norm")] == [6, 11, 16, 21, 26, 31]
     assert 0.0 <= metric.result()["plasticity/dormant_redo_tau0"] <= 1.0
 
 

@@ -48,9 +48,13 @@ def test_compare_aggregate_from_event_files(tmp_path, capsys):
                                                    "eval/breakout/score": [(100, 0.0), (200, b)]}, seed=seed)
     out = tmp_path / "out"
     assert main(["compare", str(tmp_path / "runs"), "--aggregate", "eval/*/score", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     expected = aggregate(SCORES[:, ::-1])  # tasks sorted by name: breakout, pong
     assert f"| mean | {expected['mean'][0]:.4g} |" in text and "Fewer than 5 runs" in text
+    err = captured.err.splitlines()  # and one warning line on stderr
+    assert len(err) == 1 and err[0].startswith("warning: crl compare: fewer than 5 runs in 1 group(s)")
+    assert f": {len(SCORES)}): their bootstrap intervals (final values and --aggregate) under-cover" in err[0]
     assert (out / "aggregate.csv").read_text().count("\n") == 1 + 4  # header + one row per metric
 
 

@@ -57,9 +57,13 @@ def test_single_run_has_no_interval_and_few_runs_are_flagged(tmp_path, capsys):
     seeds(tmp_path / "runs", "five", [1.0, 2.0, 3.0, 4.0, 5.0], norm="nap")
     out = tmp_path / "cmp"
     assert main(["compare", str(tmp_path / "runs"), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     md = (out / "final_values.md").read_text()
     assert printed.endswith("\n\n" + md)  # c: the table goes to stdout after the summary lines
+    # and one warning line on stderr naming the groups under 5 runs
+    assert captured.err.count("\n") == 1 and captured.err.startswith("warning: crl compare: fewer than 5 runs in 2 ")
+    assert "norm=layernorm: 1" in captured.err and "norm=none: 3" in captured.err and "nap" not in captured.err
     assert f"| norm=layernorm | `eval/a/score` | 1 | mean | 5 | {NO_INTERVAL} | 100 |" in md
     assert "| norm=none | `eval/a/score` | 3 | mean [a] | 3 | [" in md
     assert "| norm=nap | `eval/a/score` | 5 | IQM | 3 | [" in md
@@ -69,10 +73,12 @@ def test_single_run_has_no_interval_and_few_runs_are_flagged(tmp_path, capsys):
     assert float(csv_rows["norm=none"]["ci_low"]) < 3.0 < float(csv_rows["norm=none"]["ci_high"])
 
 
-def test_no_few_runs_footnote_when_every_group_has_five_runs(tmp_path):
+def test_no_few_runs_footnote_when_every_group_has_five_runs(tmp_path, capsys):
     seeds(tmp_path / "runs", "s", [1.0, 2.0, 3.0, 4.0, 5.0])
     md = compare([str(tmp_path / "runs")], out=tmp_path / "cmp")["markdown"]
     assert "[a]" not in md and "under-cover" not in md
+    assert main(["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "cmp2")]) == 0
+    assert capsys.readouterr().err == ""  # no warning either
 
 
 # ----------------------------------------------------------------------------- forgetting with one task

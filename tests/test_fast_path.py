@@ -169,3 +169,32 @@ def test_host_side_sampling_is_uniform_over_valid_transitions():
     expected = 20_000 / len(valid)
     assert np.all(np.abs(counts[sorted(valid)] - expected) < 5 * np.sqrt(expected))
     assert copy.deepcopy(buf)._gen.device.type == "cpu"
+
+
+def test_compiled_optimizer_step_equals_eager_and_follows_the_schedule():
+    """--compile-optimizer: the same centered-RMSprop steps as eager (to float rounding), with the
+    lr a tensor the schedule changes in place (warmup here), compiled once, never recompiled."""
+    import torch._dynamo
+
+    from agents.fast import compile_optimizer_step
+    from crl.optim import LRSchedule
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [torch.optim.RMSprop(n.parameters(), lr=1e-2, alpha=0.95, eps=0.01, centered=True) for n in nets]
+    schedules = [LRSchedule(o, "linear", 1e-2, total_steps=20, warmup_steps=10) for o in opts]
+    torch._dynamo.reset()
+    compile_optimizer_step(opts[0])
+    x = torch.randn(5, 32, 6)
+    for step in range(5):
+        for net, opt, schedule in zip(nets, opts, schedules):
+            opt.zero_grad()
+            net(x[step]).pow(2).mean().backward()
+            opt.step()
+            schedule.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert 0 < schedules[1].lr < 1e-2  # mid-warmup: the lr changed at every step
+    assert float(opts[0].param_groups[0]["lr"]) == pytest.approx(schedules[1].lr, rel=1e-6)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

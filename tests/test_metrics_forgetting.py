@@ -83,17 +83,19 @@ def test_input_types():
         assert M.average_forgetting(r) == pytest.approx(0.275)
 
 
-def test_single_task_is_zero_not_nan():
+def test_single_task_has_no_forgetting_or_transfer_value():
+    # the averages run over an empty set: no value (None), not 0 ("no forgetting") nor NaN ("not evaluated")
     s = M.summarize([[0.8]])
     assert s == {
         "avg_final": pytest.approx(0.8),
-        "avg_forgetting": 0.0,
-        "bwt": 0.0,
-        "fwt": 0.0,
-        "forgetting_max_minus_last": 0.0,
-        "forgetting_first_minus_last": 0.0,
+        "avg_forgetting": None,
+        "bwt": None,
+        "fwt": None,
+        "forgetting_max_minus_last": None,
+        "forgetting_first_minus_last": None,
         "num_tasks": 1,
     }
+    assert M.forward_transfer([[0.8]], baseline=0.1) is None
     assert M.task_forgetting([[0.8]]).shape == (0,)
 
 

@@ -225,14 +225,95 @@ def test_drift():
         P.drift({"a": cur[0]}, {"b": ref[0]})
 
 
-def test_effective_lr():
+def test_update_ratio():
     w = torch.tensor([3.0, 4.0])
-    assert P.effective_lr(torch.tensor([0.3, 0.4]), w) == pytest.approx(0.1)
-    assert P.effective_lr([torch.tensor([0.6]), torch.tensor([0.8])], [torch.tensor([6.0]), torch.tensor([8.0])]) == (
+    assert P.update_ratio(torch.tensor([0.3, 0.4]), w) == pytest.approx(0.1)
+    assert P.update_ratio([torch.tensor([0.6]), torch.tensor([0.8])], [torch.tensor([6.0]), torch.tensor([8.0])]) == (
         pytest.approx(0.1)
     )
-    assert P.effective_lr(torch.zeros(2), torch.zeros(2)) == 0.0
-    assert P.effective_lr(torch.ones(2), torch.zeros(2)) == math.inf
+    assert P.update_ratio(torch.zeros(2), torch.zeros(2)) == 0.0
+    assert P.update_ratio(torch.ones(2), torch.zeros(2)) == math.inf
+
+
+def test_nap_effective_lr_sgd_and_adam_forms():
+    w = torch.tensor([[3.0, 4.0]])  # ||W|| = 5
+    assert P.nap_effective_lr(w, 0.5, "sgd") == pytest.approx(0.5 / 25)
+    assert P.nap_effective_lr(w, 0.5, "adaptive") == pytest.approx(0.5 / 5)
+    # scale invariance: doubling W quarters the SGD form, halves the Adam form
+    assert P.nap_effective_lr(2 * w, 0.5, "sgd") == pytest.approx(0.5 / 100)
+    assert P.nap_effective_lr(2 * w, 0.5, "adaptive") == pytest.approx(0.5 / 10)
+    assert P.nap_effective_lr(torch.zeros(2), 0.1) == math.inf
+    with pytest.raises(UserError, match="sgd, adaptive"):
+        P.nap_effective_lr(w, 0.1, "adam")
+    with pytest.raises(UserError, match="lr must be"):
+        P.nap_effective_lr(w, -1.0)
+
+
+def test_nap_effective_lr_is_the_sgd_step_on_the_sphere():
+    """For a scale-invariant f(W) = g(W/||W||), one SGD step of lr moves the direction as a step of
+    lr/||W||^2 on the unit sphere would (to first order), whatever ||W|| is."""
+    torch.manual_seed(0)
+    target = torch.randn(6, dtype=torch.float64)
+
+    def f(w):
+        return ((w / w.norm()) - target).pow(2).sum()
+
+    u = torch.randn(6, dtype=torch.float64)
+    u = u / u.norm()
+    lr = 1e-4
+    for scale in (1.0, 3.0, 10.0):
+        w = (scale * u).requires_grad_(True)
+        f(w).backward()
+        after = (w - lr * w.grad).detach()
+        moved = after / after.norm() - u
+        uu = u.clone().requires_grad_(True)
+        f(uu).backward()
+        tangent = uu.grad - (uu.grad @ u) * u  # the gradient on the sphere
+        eta = P.nap_effective_lr(w.detach(), lr, "sgd")
+        assert eta == pytest.approx(lr / scale**2)
+        assert torch.allclose(moved, -eta * tangent, rtol=1e-3, atol=1e-12)
+
+
+def test_mean_abs_and_rms_weight():
+    w = [torch.tensor([[3.0, -4.0]]), torch.tensor([0.0, -1.0])]
+    assert P.mean_abs_weight(w) == pytest.approx((3 + 4 + 0 + 1) / 4)
+    assert P.rms_weight(w) == pytest.approx(math.sqrt((9 + 16 + 0 + 1) / 4))
+    # width-free: 100 copies of the same layer leave both unchanged, while ||W||_F grows 10-fold
+    wide = torch.tensor([3.0, -4.0]).repeat(100)
+    assert P.mean_abs_weight(wide) == pytest.approx(3.5) and P.rms_weight(wide) == pytest.approx(math.sqrt(12.5))
+    assert P.weight_norm(wide) == pytest.approx(10 * 5.0)
+
+
+def test_rms_drift():
+    cur = [torch.tensor([[4.0, 1.0]]), torch.tensor([6.0])]
+    ref = [torch.tensor([[1.0, 1.0]]), torch.tensor([2.0])]
+    assert P.rms_drift(cur, ref) == pytest.approx(math.sqrt((9 + 0 + 16) / 3))
+    assert P.rms_drift(cur[0], ref[0]) == pytest.approx(math.sqrt(9 / 2))
+    with pytest.raises(UserError, match="shape"):
+        P.rms_drift([torch.zeros(2)], [torch.zeros(3)])
+
+
+def test_dohare_dormant_units():
+    # 200 inputs x 4 units: unit 0 always active, unit 1 active on 1 input (0.5% < 1%),
+    # unit 2 active on 2 inputs (exactly 1%: not dormant), unit 3 never active
+    a = torch.zeros(200, 4)
+    a[:, 0] = 0.5
+    a[7, 1] = 3.0
+    a[[3, 9], 2] = 0.1
+    assert P.dohare_dormant_mask(a).tolist() == [False, True, False, True]
+    assert P.dohare_dormant_fraction(a) == 0.5
+    # ReDo with tau 0 on the same layer flags only the all-zero unit (its score compares with the layer mean)
+    assert P.dormant_units_mask(a, 0.0).tolist() == [False, False, False, True]
+    # conv (N, C, H, W): per channel over batch and positions; channel 1 is non-zero at 1 of 2*10*10 positions
+    c = torch.zeros(2, 2, 10, 10)
+    c[:, 0] = 1.0
+    c[1, 1, 4, 4] = 1.0
+    assert P.dohare_dormant_mask(c).tolist() == [False, True]
+    # several layers: unit-weighted, total dormant / total units
+    assert P.dohare_dormant_fraction({"a": a, "c": c}) == pytest.approx(3 / 6)
+    assert P.dohare_dormant_fraction(a, threshold=0.02) == 0.75  # 1% is below 2% too
+    with pytest.raises(UserError, match="threshold"):
+        P.dohare_dormant_mask(a, 1.5)
 
 
 # ----------------------------------------------------------------------------- entropy
@@ -270,7 +351,12 @@ def test_nan_inf_raise_user_error(bad):
         lambda: P.per_unit_variance(f),
         lambda: P.weight_norm(f),
         lambda: P.drift(f, torch.zeros_like(f)),
-        lambda: P.effective_lr(torch.zeros_like(f), f),
+        lambda: P.update_ratio(torch.zeros_like(f), f),
+        lambda: P.nap_effective_lr(f, 0.1),
+        lambda: P.mean_abs_weight(f),
+        lambda: P.rms_weight(f),
+        lambda: P.rms_drift(f, torch.zeros_like(f)),
+        lambda: P.dohare_dormant_mask(f),
         lambda: P.predictive_entropy(f),
     ]
     for call in calls:

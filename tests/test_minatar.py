@@ -50,6 +50,7 @@ REFERENCE = {
 }
 
 QUICK = ["--no-progress", "--metrics-every", "0", "--eval-episodes", "1", "--eval-max-steps", "50"]
+EAGER = [*QUICK, "--no-compile-optimizer"]  # the preset compiles the optimizer step: seconds these short runs skip
 
 
 def _run_dir(root, name):
@@ -120,7 +121,7 @@ def test_each_game_observations_actions_and_autoreset(game):
 @pytest.mark.parametrize("game", GAMES)
 def test_each_game_runs_through_the_cli(game, run_root):
     argv = ["minatar", "--game", game, "--run-dir", str(run_root), "--name", game, "--steps", "300",
-            "--learning-starts", "200", "--eval-every", "300", *QUICK]
+            "--learning-starts", "200", "--eval-every", "300", *EAGER]
     assert main(argv) == 0
     summary = json.loads((_run_dir(run_root, game) / "summary.json").read_text())
     assert list(summary["final_scores"]) == [game]
@@ -177,7 +178,7 @@ def test_resume_is_exact(run_root):
 @pytest.mark.parametrize("norm", ["layernorm", "nap"])
 def test_torso_with_norms_and_softmoe(norm, run_root):
     argv = ["minatar", "--game", "breakout", "--run-dir", str(run_root), "--name", norm, "--steps", "150",
-            "--learning-starts", "100", "--eval-every", "150", "--norm", norm, "--moe", "softmoe", *QUICK]
+            "--learning-starts", "100", "--eval-every", "150", "--norm", norm, "--moe", "softmoe", *EAGER]
     assert main(argv) == 0
 
 
@@ -222,7 +223,7 @@ def test_sequential_minatar_pads_channels_and_shares_six_actions():
 
 def test_sequential_minatar_trains_across_games(run_root):
     argv = ["run", "sequential-minatar", "--games", "breakout,space_invaders", "--run-dir", str(run_root), "--name",
-            "seq", "--steps", "150", "--learning-starts", "100", "--eval-every", "150", *QUICK]
+            "seq", "--steps", "150", "--learning-starts", "100", "--eval-every", "150", *EAGER]
     assert main(argv) == 0
     summary = json.loads((_run_dir(run_root, "seq") / "summary.json").read_text())
     assert list(summary["final_scores"]) == ["breakout", "space_invaders"]
@@ -230,7 +231,7 @@ def test_sequential_minatar_trains_across_games(run_root):
 
 def test_sweep_runs_minatar_trials(run_root):
     argv = ["sweep", "--backend", "local", "--grid", "seed=0,1", "--", "minatar", "--game", "freeway", "--run-dir",
-            str(run_root), "--steps", "120", "--learning-starts", "100", "--eval-every", "120", *QUICK]
+            str(run_root), "--steps", "120", "--learning-starts", "100", "--eval-every", "120", *EAGER]
     assert main(argv) == 0
     summaries = sorted(run_root.glob("minatar/*/*/summary.json"))
     assert len(summaries) == 2

@@ -136,6 +136,8 @@ def test_crl_options_reach_sb3s_dqn(tmp_path):
     (["--norm", "layernorm"], ["--norm", "sb3-dqn", "accepted: none"]),
     (["--torso", "impala"], ["--torso", "mlp (SB3's MlpPolicy) or nature"]),
     (["--intervention", "redo"], ["--intervention", "sb3-dqn"]),
+    (["--activation", "crelu"], ["--activation", "sb3-dqn", "accepted: relu"]),
+    (["--reparam", "compander"], ["--reparam", "sb3-dqn", "accepted: none"]),
     (["--env-id", "Pendulum-v1"], ["Pendulum-v1", "Discrete"]),
 ])
 def test_crl_only_components_are_refused(tmp_path, capsys, argv, needles):

@@ -155,7 +155,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crl.errors import UserError
-from crl.hooks import Hook
+from crl.hooks import Hook, learner_step
 from crl.options import option
 from crl.registry import INTERVENTIONS
 
@@ -405,7 +405,7 @@ class MetaRescale(Hook):
         self.last_weights = w
         logger = getattr(run, "logger", None)
         if logger is not None and self.updates % 100 == 0:
-            step = getattr(run, "global_step", self.updates)
+            step = learner_step(run) if hasattr(run, "learner") else self.updates
             logger.scalar("train/meta_rescale_weight_std", float(w.std()) if w.numel() > 1 else 0.0, step)
             logger.scalar("train/meta_rescale_weight_min", float(w.min()), step)
             logger.scalar("train/meta_rescale_meta_loss", self.last_meta_loss, step)

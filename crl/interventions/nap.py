@@ -7,7 +7,11 @@ feeding it, built by ``crl.nn.network``). This hook is the projection half: afte
 optimizer step, each weight tensor of a layer that feeds only a norm is rescaled back to
 its Frobenius norm at initialisation, ``W <- rho * W / ||W||_F`` (per layer, conv kernels
 flattened), which holds the effective learning rate constant. The output layer is not
-followed by a norm, so it is left alone, and so are biases.
+followed by a norm, so it is left alone, and so are biases. Under ``--reparam`` (``W = f(V)``,
+:mod:`crl.nn.reparam`) the tensor projected is ``V``, the parameter the optimizer steps, to its
+initial norm; ``f`` is not homogeneous, so this is not a rescaling of ``W`` (the network stays
+invariant to rescaling ``W``, not ``V``), but it keeps the size of the optimizer's steps
+relative to the parameter it updates constant, which is what the projection is for.
 
 Norm gain/offset (gamma, beta) are left to the optimizer, not projected (the paper treats
 them separately; a joint projection is only valid for positively homogeneous activations and

@@ -45,6 +45,15 @@ we read it; the Dopamine class default is 200,000):
    per-row state such as NorMuon's second moment: the recycled rows only). Step counters are
    kept, as in the Dopamine code.
 
+**Activations** (``--activation``): the score is taken on the activation's output as above
+(mean |h|, so leaky ReLU, GELU and CRReLU units are dormant when their output is near zero on
+average). With CReLU a pre-activation unit feeds two outputs, ``relu(x_i)`` and ``relu(-x_i)``;
+the unit recycled is the pre-activation one, scored by the sum of its two halves' mean
+|output| (``E|x_i|``), and its outgoing weights are the consumer's columns of both halves.
+**Weight reparameterization** (``--reparam``): fresh rows are written into the stored tensor
+``V`` through the parametrization's ``right_inverse`` and zeros stay zeros
+(:mod:`crl.nn.reparam`); the optimizer state zeroed is ``V``'s.
+
 The **output layer is never recycled** (only its input columns of recycled last-hidden units
 are zeroed). Which layer consumes which (derived from the module order, :func:`recycle_map`):
 
@@ -63,7 +72,6 @@ are zeroed). Which layer consumes which (derived from the module order, :func:`r
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +83,7 @@ from crl.interventions.reset import _log
 from crl.metrics.plasticity import dormant_units_mask
 from crl.nn.blocks import Block
 from crl.nn.norms import state as norm_state
+from crl.nn.reparam import fresh_weight, stored_weight, to_stored
 from crl.options import option
 from crl.registry import INTERVENTIONS
 
@@ -89,6 +98,7 @@ class Recyclable:
     block: Block
     consumer: nn.Module  # nn.Linear or nn.Conv2d
     positions: int  # consumer input columns per unit (H*W for conv -> linear, else 1)
+    width: int = 1  # features the activation returns per unit (2 for CReLU: relu(x_i) and relu(-x_i))
 
     @property
     def units(self) -> int:
@@ -145,8 +155,8 @@ def recycle_map(network: nn.Module) -> list[Recyclable]:
     for block, consumer in pairs:
         if not _has_act(block) or not isinstance(block.layer, (nn.Linear, nn.Conv2d)):
             continue
-        rec = Recyclable(names[id(block)], block, consumer, 1)
-        units = rec.units
+        rec = Recyclable(names[id(block)], block, consumer, 1, int(getattr(block.act, "width", 1)))
+        units = rec.units * rec.width  # features the consumer reads
         if isinstance(block.layer, nn.Conv2d) and isinstance(consumer, nn.Linear):
             if consumer.in_features % units:
                 raise RuntimeError(f"redo: {rec.name} has {units} channels but its consumer takes "
@@ -161,6 +171,14 @@ def recycle_map(network: nn.Module) -> list[Recyclable]:
         raise UserError("--intervention redo: found no recyclable hidden layer; ReDo supports --torso mlp, nature "
                         "and impala")
     return out
+
+
+def _per_unit(acts: torch.Tensor, width: int) -> torch.Tensor:
+    """Activations of a widening activation folded to one value per pre-activation unit: the sum of
+    the |outputs| of unit ``i`` (features ``h * units + i``); for CReLU ``|relu(x)| + |relu(-x)| = |x|``."""
+    if width == 1:
+        return acts
+    return acts.abs().reshape(acts.shape[0], width, -1, *acts.shape[2:]).sum(dim=1)
 
 
 def _zero_state(optimizer: torch.optim.Optimizer, p: nn.Parameter, dim: int, idx: torch.Tensor) -> None:
@@ -215,15 +233,14 @@ class ReDo(Hook):
         finally:
             for h in handles:
                 h.remove()
-        return [dormant_units_mask(acts[i].float(), self.tau) for i in range(len(self.layers))]
+        return [dormant_units_mask(_per_unit(acts[i].float(), rec.width), self.tau)
+                for i, rec in enumerate(self.layers)]
 
     # ------------------------------------------------------------------ recycling
     def _fresh_rows(self, layer: nn.Module) -> torch.Tensor:
         if self.init == "xavier":
             return nn.init.xavier_uniform_(torch.empty_like(layer.weight))
-        clone = copy.deepcopy(layer)
-        clone.reset_parameters()
-        return clone.weight.detach()
+        return fresh_weight(layer)
 
     @torch.no_grad()
     def recycle(self, network: nn.Module, optimizer: torch.optim.Optimizer | None, inputs: torch.Tensor) -> dict[str, int]:
@@ -236,11 +253,12 @@ class ReDo(Hook):
             if idx.numel() == 0:
                 continue
             layer = rec.block.layer
-            idx = idx.to(layer.weight.device)
+            weight = stored_weight(layer)  # V under --reparam: the fresh rows go in through right_inverse
+            idx = idx.to(weight.device)
             # incoming: fresh rows / output channels, bias 0
-            layer.weight.index_copy_(0, idx, self._fresh_rows(layer).index_select(0, idx))
+            weight.index_copy_(0, idx, to_stored(layer, self._fresh_rows(layer)).index_select(0, idx))
             if optimizer is not None:
-                _zero_state(optimizer, layer.weight, 0, idx)
+                _zero_state(optimizer, weight, 0, idx)
             if layer.bias is not None:
                 layer.bias.index_fill_(0, idx, 0.0)
                 if optimizer is not None:
@@ -259,13 +277,16 @@ class ReDo(Hook):
         # outgoing, after every incoming re-init (a recycled unit feeding a recycled unit keeps a 0 weight):
         # the consumer's input columns (all flattened positions of a channel)
         for rec, mask in zip(self.layers, masks):
-            idx = mask.nonzero().flatten().to(rec.consumer.weight.device)
+            weight = stored_weight(rec.consumer)  # a reparameterization maps 0 to 0
+            idx = mask.nonzero().flatten().to(weight.device)
             if idx.numel() == 0:
                 continue
-            cols = (idx[:, None] * rec.positions + torch.arange(rec.positions, device=idx.device)).flatten()
-            rec.consumer.weight.index_fill_(1, cols, 0.0)
+            # the features of unit i: channel/feature h * units + i for each of the activation's `width` outputs
+            feats = (torch.arange(rec.width, device=idx.device)[:, None] * rec.units + idx[None, :]).flatten()
+            cols = (feats[:, None] * rec.positions + torch.arange(rec.positions, device=idx.device)).flatten()
+            weight.index_fill_(1, cols, 0.0)
             if optimizer is not None:
-                _zero_state(optimizer, rec.consumer.weight, 1, cols)
+                _zero_state(optimizer, weight, 1, cols)
         return counts
 
     def after_optimizer_step(self, run) -> None:

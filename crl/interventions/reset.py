@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from crl.errors import UserError
-from crl.hooks import Hook
+from crl.hooks import Hook, learner_step
+from crl.nn.reparam import fresh_weight, is_reparameterized
 from crl.options import option
 from crl.registry import INTERVENTIONS
 
@@ -52,9 +53,11 @@ def reinitialize_(module: nn.Module, fallback: Mapping[str, torch.Tensor] | None
     """Re-draw every parameter of ``module`` in place as at construction.
 
     Each submodule's ``reset_parameters()`` is called (this also resets BatchNorm running
-    statistics). Parameters that no ``reset_parameters`` rewrites (detected by pre-filling
-    them with NaN) are copied from ``fallback`` (names relative to ``module``), typically
-    their values at the start of the run.
+    statistics); a reparameterized weight (``--reparam``) gets a fresh draw of the layer's own
+    initialiser, stored as ``right_inverse`` of it after its parametrization was reset.
+    Parameters that no ``reset_parameters`` rewrites (detected by pre-filling them with NaN)
+    are copied from ``fallback`` (names relative to ``module``), typically their values at the
+    start of the run.
     """
     params = dict(module.named_parameters())
     for p in params.values():
@@ -63,6 +66,9 @@ def reinitialize_(module: nn.Module, fallback: Mapping[str, torch.Tensor] | None
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):
             reset()
+    for m in module.modules():  # --reparam: a fresh weight from the layer's initialiser, stored through right_inverse
+        if is_reparameterized(m):
+            m.weight = fresh_weight(m)
     for name, p in params.items():
         nan = torch.isnan(p)
         if nan.any():
@@ -179,9 +185,10 @@ class LayerReset(Hook):
 
 
 def _log(run, tag: str, value: float) -> None:
+    """``tag`` at the learner's step (:func:`crl.hooks.learner_step`), the step the event happened at."""
     logger = getattr(run, "logger", None)
     if logger is not None:
-        logger.scalar(tag, value, getattr(run, "global_step", 0))
+        logger.scalar(tag, value, learner_step(run))
 
 
 @dataclass

@@ -9,11 +9,21 @@ crl's matrix: pass those scores as the ``baseline`` of :func:`forward_transfer` 
 Missing values: ``NaN`` marks an entry that was not evaluated (e.g. unseen tasks, when a
 scenario evaluates only seen tasks). A per-task term that needs a NaN entry is left out of
 the average; if every term is left out the metric is ``NaN`` ("not evaluated"). ``inf`` is an
-error. A run with one task (``1 x 1``) has no earlier task: forgetting, BWT and FWT are
-defined as ``0.0`` there, never NaN. To score a run in progress after task ``k``, pass
+error. A run with one task (``1 x 1``) has no earlier task and no later one: average
+forgetting, BWT and FWT have no value there (their averages run over an empty set), so those
+functions return ``None``, never ``0.0`` (which would read as "no forgetting") nor NaN
+(which means "not evaluated"); :func:`summarize` keeps the key with ``None`` and the
+``ForgettingHook`` logs no scalar for it. To score a run in progress after task ``k``, pass
 ``R[:k + 1, :k + 1]``.
 
-RL returns should be put on a common scale per task first (:func:`normalize_returns`).
+Class-incremental FWT: ``R[i-1, i]`` must be scored as mammoth scores the upcoming task (its
+classes *included* in the argmax: ``utils/training.py`` evaluates task ``t`` after its data
+loaders are built, before training it); crl's classifier does that (``agents/classifier.py``,
+:meth:`accuracies`). With the upcoming task's classes masked the term is always 0 and FWT
+degenerates to ``-mean(b_i)``.
+
+RL returns should be put on a common scale per task first (:func:`normalize_returns`,
+:func:`cora_scale`); the ``ForgettingHook`` logs the normalised forms beside the raw ones.
 """
 from __future__ import annotations
 
@@ -32,6 +42,7 @@ __all__ = [
     "backward_transfer",
     "forward_transfer",
     "normalize_returns",
+    "cora_scale",
     "cora_isolated_forgetting",
     "cora_zero_shot_transfer",
     "summarize",
@@ -134,44 +145,49 @@ def task_forgetting(R: Any, variant: str = "max") -> np.ndarray:
     return out
 
 
-def average_forgetting(R: Any, variant: str = "max") -> float:
+def average_forgetting(R: Any, variant: str = "max") -> float | None:
     """Average forgetting over the tasks before the last: mean of :func:`task_forgetting`.
 
     ``variant`` is ``"max"`` (max - last, Chaudhry et al. 2018) or ``"first"`` (first - last,
-    Avalanche / Continual World). Positive = forgotten. ``0.0`` for a single task.
+    Avalanche / Continual World). Positive = forgotten. ``None`` for a single task (undefined).
     """
     terms = task_forgetting(R, variant)
-    return 0.0 if terms.size == 0 else _mean(terms)
+    return None if terms.size == 0 else _mean(terms)
 
 
-def backward_transfer(R: Any) -> float:
+def backward_transfer(R: Any) -> float | None:
     """Backward transfer (Lopez-Paz & Ranzato, "Gradient Episodic Memory", NeurIPS 2017,
     arXiv 1706.08840): ``BWT = (1/(T-1)) sum_{j<T-1} (R[T-1, j] - R[j, j])``.
 
-    Negative = forgetting (equals minus first-last forgetting). ``0.0`` for a single task.
+    Negative = forgetting (equals minus first-last forgetting). ``None`` for a single task
+    (mammoth's ``np.mean`` of an empty list; undefined).
     """
     a = _matrix(R)
     T = a.shape[0]
     if T == 1:
-        return 0.0
+        return None
     return _mean([a[T - 1, j] - a[j, j] for j in range(T - 1)])
 
 
-def forward_transfer(R: Any, baseline: Any = None) -> float:
+def forward_transfer(R: Any, baseline: Any = None) -> float | None:
     """Forward transfer (Lopez-Paz & Ranzato 2017, GEM): ``FWT = (1/(T-1)) sum_{i>=1} (R[i-1, i] - b_i)``.
 
     The zero-shot score on task ``i`` just before training it, minus a baseline ``b_i``.
     ``baseline`` is one score per task (``b_0`` is unused) or a scalar; ``None`` means zeros,
     i.e. FWT is the mean zero-shot score. Pass the scores of a randomly initialised model for
     GEM's form, or the scores of this run's network at initialisation for Avalanche's
-    ``R[i-1, i] - R[init, i]``. Needs the unseen tasks evaluated (NaN otherwise). ``0.0`` for a
-    single task.
+    ``R[i-1, i] - R[init, i]``. Needs the unseen tasks evaluated (NaN otherwise). ``None`` for a
+    single task (undefined).
+
+    mammoth (``utils/metrics.py`` ``forward_transfer(results, random_results)``) computes the
+    same sum with ``b_i`` = the randomly initialised network's accuracy on task ``i`` over all
+    classes, and, in class-IL, ``R[i-1, i]`` scored with task ``i``'s classes in the argmax.
     """
     a = _matrix(R)
     T = a.shape[0]
     b = np.zeros(T) if baseline is None else _per_task(baseline, T, "baseline")
     if T == 1:
-        return 0.0
+        return None
     return _mean([a[i - 1, i] - b[i] for i in range(1, T)])
 
 
@@ -196,6 +212,28 @@ def normalize_returns(R: Any, low: Any, high: Any) -> np.ndarray:
         bad = [int(j) for j in np.flatnonzero(span == 0)]
         raise UserError(f"metrics: normalize_returns needs high != low for every task; equal for task(s) {bad}")
     return (a - lo) / span
+
+
+def cora_scale(history: Any) -> np.ndarray:
+    """CORA's per-task return scale (Powers et al. 2022; ``continual_rl`` ``utils/metrics.py``
+    ``compute_metrics``): ``max_e |R_e,j|`` over every evaluation ``e`` of task ``j`` (CORA: over
+    all evals of all runs of an agent; returns are multiplied by its inverse before the metrics).
+
+    ``history`` is ``(evals, T)`` (NaN = not evaluated). Returns the ``high`` of
+    :func:`normalize_returns` (``low = 0``); a task never evaluated, or only with returns of 0,
+    gets NaN (no scale).
+    """
+    a = _array(history, "returns")
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.size == 0:
+        raise UserError(f"metrics: return history must be (evals, tasks), got shape {a.shape}")
+    out = np.full(a.shape[1], math.nan)
+    for j in range(a.shape[1]):
+        col = np.abs(a[:, j][~np.isnan(a[:, j])])
+        if col.size and col.max() > 0:
+            out[j] = col.max()
+    return out
 
 
 # ----------------------------------------------------------------------------- CORA (curves)
@@ -308,8 +346,9 @@ def cora_zero_shot_transfer(curves: Any, steps_per_task: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- summary
 
 
-def summarize(R: Any, baseline: Any = None, variant: str = "max") -> dict[str, float | int]:
-    """The standard summary of an eval matrix, as plain floats.
+def summarize(R: Any, baseline: Any = None, variant: str = "max") -> dict[str, float | int | None]:
+    """The standard summary of an eval matrix, as plain floats (``None`` where undefined: the
+    forgetting, BWT and FWT keys of a one-task matrix).
 
     Keys: ``avg_final`` (:func:`average_final`), ``avg_forgetting`` (:func:`average_forgetting`
     with ``variant``), ``bwt`` (:func:`backward_transfer`), ``fwt`` (:func:`forward_transfer`

@@ -3,7 +3,16 @@
 :func:`default_hooks` is what every run gets (``crl.api.extra_hooks``):
 
 :class:`PlasticityHook` (on when ``--metrics-every`` > 0)
-    Every ``metrics_every`` env steps, on the learner's fixed probe batch of the current task
+    **When.** Steps are the learner's own (:func:`crl.hooks.learner_step`,
+    ``learner.metric_step``: env steps in RL, updates in the classifier). The metrics of the
+    network's state are logged at the first optimizer step at or after each multiple of
+    ``metrics_every``, in every task from the first on, and at the end of every task (the run's
+    last step included), never twice at one step; the two metrics of one optimizer step
+    (``grad_norm``, ``update_ratio``) at the update right after each of those optimizer steps.
+    A learner that has not updated yet (DQN before ``--learning-starts``) has nothing logged
+    at the multiples before its first update.
+
+    **What.** On the learner's fixed probe batch of the current task
     (``learner.probe_batch(task)``: 256 inputs of that task's own data, drawn once per task),
     network in eval mode inside :func:`crl.nn.norms.state.preserved` (every norm buffer and
     counter is bit-identical afterwards):
@@ -15,6 +24,9 @@
                                               {0, 0.025, 0.1} (Sokar et al. 2023)
     ``plasticity/dormant_redo_tau<t>``         total dormant / total units over hidden layers
                                               (output layer excluded; Dopamine's weighting)
+    ``plasticity/<L>/dormant_dohare``          share of units active (``!= 0``) on fewer than 1%
+    ``plasticity/dormant_dohare``              of the probe inputs (Dohare et al. 2024), ReLU
+                                              layers only; network: unit-weighted over them
     ``plasticity/<L>/active_fraction``         FAU of layer ``L`` (ReLU: share of non-zero outputs;
                                               tanh/sigmoid: non-saturated); layers with another
                                               activation are skipped
@@ -27,19 +39,36 @@
     ``plasticity/feature_var_per_unit``        ``mean_j Var_x phi_j(x)`` (population variance)
     ``plasticity/predictive_entropy``          mean softmax entropy (nats) of the outputs, for
                                               categorical heads and classifiers only
-    ``plasticity/<P>/weight_norm``             ``||W_P||_F`` of parameter layer ``P``
-    ``plasticity/<P>/drift_init``              ``||W_P - W_P(init)||_F``
-    ``plasticity/<P>/drift_task``              ``||W_P - W_P(start of current task)||_F``
+    ``plasticity/<P>/weight_norm``             ``||W_P||_F`` of parameter layer ``P`` (grows with
+                                              width)
+    ``plasticity/<P>/weight_mean_abs``         ``mean |w|`` (Dohare et al. 2024)
+    ``plasticity/<P>/weight_rms``              ``sqrt(mean w^2)`` (Plasticine's weight magnitude)
+    ``plasticity/<P>/drift_init``              ``||W_P - W_P(init)||_F``; ``drift_init_rms``: the
+                                              same as an RMS over elements (Plasticine)
+    ``plasticity/<P>/drift_task``              ``||W_P - W_P(start of current task)||_F``;
+                                              ``drift_task_rms``: the RMS form
     ``plasticity/<P>/grad_norm``               ``||grad W_P||_F`` before clipping
-    ``plasticity/<P>/effective_lr``            ``||Delta W_P||_F / ||W_P||_F`` over one optimizer step
-    ``plasticity/{weight_norm,drift_init,     the same over all parameters of the network (for
-    drift_task,grad_norm,effective_lr}``       ``grad_norm``: what ``clip_grad_norm_`` returns)
+    ``plasticity/<P>/update_ratio``            ``||Delta W_P||_F / ||W_P||_F`` over one optimizer step
+    ``plasticity/<P>/nap_effective_lr``        NaP's effective learning rate (Lyle et al. 2024) of
+                                              a scale-invariant weight
+                                              (``network.projectable_weights()``): ``lr/||W||^2``
+                                              with SGD, ``lr/||W||`` with Adam-like optimizers
+                                              (:func:`optimizer_form`), ``lr`` the group's now
+    ``plasticity/{weight_norm,...,update_      the per-layer metrics over all trainable parameters
+    ratio}``                                   of the network (for ``grad_norm``: what
+                                              ``clip_grad_norm_`` returns)
     ``plasticity/probe_loss_reduction``        probe-task plasticity (Lyle et al. 2023):
     ``plasticity/probe_loss_after``            :func:`~crl.metrics.plasticity.plasticity_probe` on a
                                               copy, ``--probe-steps`` (20) Adam steps at
                                               ``probe_lr`` on all parameters, targets
                                               ``f(X) + N(0, 1)``; every ``--probe-every``-th (1)
-                                              metric step with a probe batch (the first included)
+                                              state-metric step with a probe batch (the first
+                                              included)
+    ``plasticity/probe_loss_reduction_init``   the same probe (inputs, noise, steps) on a copy at
+    ``plasticity/probe_loss_after_init``       the run's initial parameters: the reference Lyle
+                                              et al. 2023 measure plasticity loss against
+    ``plasticity/probe_plasticity_loss``       ``probe_loss_after - probe_loss_after_init`` (> 0:
+                                              the network fits the probe worse than at init)
     ``perf/metrics_seconds``                   wall seconds spent in this hook so far
     ========================================  ==================================================
 
@@ -48,14 +77,14 @@
     ``torso.blocks.0.layer``, ``torso.blocks.0.norm``, ``output``), measured on their ``weight``
     tensor (all their own parameters if they have no ``weight``).
 
-    Cost: on other steps the hook compares one counter. At a metric step it *arms* itself
-    (snapshots the parameters and registers post-accumulate-grad hooks on them, so the norms
-    of the gradients before any clipping are read during the next backward pass) and fires
-    after the next optimizer step: update = parameters now minus the snapshot (including
-    whatever hooks before this one did, e.g. NaP's projection), gradient norms, then the
-    forward metrics. Values are logged at the env step of that second optimizer step.
-    The hook uses no global RNG (the probe forks it), so training is bit-identical with
-    metrics on or off.
+    Cost: on other steps the hook compares one counter. At a metric step it computes the state
+    metrics, then *arms* itself (snapshots the parameters and registers post-accumulate-grad
+    hooks on them, so the norms of the gradients before any clipping are read during the next
+    backward pass) and, after the next optimizer step, logs ``update_ratio`` (parameters now
+    minus the snapshot, including whatever hooks before this one did, e.g. NaP's projection) and
+    ``grad_norm`` at that step. The probe costs twice its ``--probe-steps`` (the network and
+    its initial-parameter copy). The hook uses no global RNG (the probe forks it), so training
+    is bit-identical with metrics on or off.
 
 :class:`ForgettingHook`
     At each task end and at run end, from the eval matrix rows filled so far: ``forgetting/``
@@ -65,7 +94,18 @@
     holding that task's scores), so the matrix is square with cycles too. ``fwt`` is
     Avalanche's form ``R[i-1, i] - R[init, i]``: when the stream has more than one task the
     hook evaluates every task once before training (``run.evaluate()`` at step 0, which also
-    logs ``eval/<task>/score`` there). Non-finite values are not logged.
+    logs ``eval/<task>/score`` there); for the classifier in class-IL that baseline is scored
+    over all classes and ``R[i-1, i]`` with task ``i``'s classes in the argmax, mammoth's FWT.
+    A metric without a value (forgetting, ``bwt``, ``fwt`` after one task; ``fwt`` without a
+    baseline) is not logged, nor is a non-finite one.
+
+    RL scores on a common scale (:func:`crl.metrics.forgetting.normalize_returns`), the same
+    metrics again beside the raw ones: ``forgetting/hns/<metric>`` on human-normalised scores
+    when every task is an Atari game of :data:`crl.metrics.human_normalized.REFERENCE_SCORES`
+    (``task.info["game"]``); ``forgetting/cora/<metric>`` for the CORA presets
+    (``cora-atari``, ``mini-cora-atari``), each task's scores divided by ``max |score|`` over
+    every evaluation of that task in this run so far (CORA's scale, taken over all runs of an
+    agent in CORA's code; :func:`crl.metrics.forgetting.cora_scale`).
 
 :class:`TensorBoardViews`
     A custom-scalars layout (one category for the network, one per layer, one for forgetting
@@ -75,6 +115,7 @@
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -88,7 +129,7 @@ import torch
 from torch import nn
 
 from crl.errors import UserError
-from crl.hooks import Hook
+from crl.hooks import Hook, learner_step
 from crl.metrics import forgetting as F
 from crl.metrics import plasticity as P
 from crl.nn.norms import state as norm_state
@@ -96,17 +137,31 @@ from crl.options import declare_options, option
 
 TAUS = (0.0, 0.025, 0.1)
 SRANK_DELTA = 0.01
-PARAM_METRICS = ("weight_norm", "drift_init", "drift_task", "grad_norm", "effective_lr")
-UNIT_METRICS = tuple(f"dormant_redo_tau{t:g}" for t in TAUS) + ("active_fraction",)
+DOHARE_THRESHOLD = 0.01  # dormant_dohare: active on fewer than 1% of the probe inputs (Dohare et al. 2024)
+STATE_PARAM_METRICS = ("weight_norm", "weight_mean_abs", "weight_rms", "drift_init", "drift_init_rms", "drift_task",
+                       "drift_task_rms")
+STEP_METRICS = ("grad_norm", "update_ratio")  # of one optimizer step: logged at the update after a metric step
+PARAM_METRICS = STATE_PARAM_METRICS + STEP_METRICS
+SCALE_INVARIANT_METRICS = ("nap_effective_lr",)  # per scale-invariant (projectable) weight only
+UNIT_METRICS = tuple(f"dormant_redo_tau{t:g}" for t in TAUS) + ("dormant_dohare", "active_fraction")
+PROBE_METRICS = ("probe_loss_reduction", "probe_loss_after", "probe_loss_reduction_init", "probe_loss_after_init",
+                 "probe_plasticity_loss")
 NETWORK_METRICS = (
     UNIT_METRICS
     + (f"srank_{SRANK_DELTA:g}", "effective_rank", "stable_rank", "feature_norm", "feature_var_per_unit")
     + PARAM_METRICS
-    + ("predictive_entropy", "probe_loss_reduction", "probe_loss_after")
+    + ("predictive_entropy",)
+    + PROBE_METRICS
 )
 FORGETTING_METRICS = ("avg_final", "avg_seen", "avg_forgetting", "max_minus_last", "first_minus_last", "bwt", "fwt",
                       "num_tasks")
+CORA_SCENARIOS = ("cora-atari", "mini-cora-atari")  # forgetting/cora/* (ForgettingHook)
 _FAU_KIND = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+
+
+def _fau_kind(module: nn.Module) -> str | None:
+    """FAU definition of an activation module: by type, or its ``fau_kind`` (crl's CReLU: "relu")."""
+    return _FAU_KIND.get(type(module)) or getattr(module, "fau_kind", None)
 
 
 # ----------------------------------------------------------------------------- network introspection
@@ -131,10 +186,26 @@ def parameter_layers(network: nn.Module) -> dict[str, list[str]]:
     return layers
 
 
-def _current_step(run) -> int:
-    """Env steps so far; learners expose ``env_steps`` (the runner's counter moves per chunk)."""
-    step = getattr(run.learner, "env_steps", None)
-    return int(run.global_step if step is None else step)
+# optimizers whose step does not scale with the gradient: NaP's effective learning rate takes its Adam form
+_ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adamax,
+             torch.optim.NAdam, torch.optim.RAdam)
+_ADAPTIVE_NAMES = ("AdamP", "NorMuon", "Conda")  # crl's own (crl/optim.py, crl/optim_conda.py)
+
+
+def optimizer_form(optimizer) -> str | None:
+    """``"sgd"`` or ``"adaptive"``: which form of :func:`crl.metrics.plasticity.nap_effective_lr` fits
+    ``optimizer`` (an optimizer class may say so itself with an ``effective_lr_form`` attribute);
+    None for an optimizer of unknown kind (no ``nap_effective_lr`` is logged then)."""
+    if optimizer is None:
+        return None
+    form = getattr(optimizer, "effective_lr_form", None)
+    if form in P.OPTIMIZER_FORMS:
+        return form
+    if isinstance(optimizer, torch.optim.SGD):
+        return "sgd"
+    if isinstance(optimizer, _ADAPTIVE) or type(optimizer).__name__ in _ADAPTIVE_NAMES:
+        return "adaptive"
+    return None
 
 
 def _snapshot(network: nn.Module) -> dict[str, torch.Tensor]:
@@ -145,7 +216,8 @@ def _snapshot(network: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class PlasticityHook(Hook):
-    """Plasticity metrics every ``every`` env steps on the learner's probe batch (module docstring)."""
+    """Plasticity metrics every ``every`` learner steps, at each task end and at the run's last step
+    (module docstring)."""
 
     name = "plasticity"
 
@@ -156,9 +228,10 @@ class PlasticityHook(Hook):
         self.every, self.taus, self.srank_delta = int(every), tuple(taus), srank_delta
         self.probe_every, self.probe_steps, self.probe_lr, self.seed = probe_every, probe_steps, probe_lr, seed
         self.next_at = self.every
-        self.count = 0  # metric steps done
-        self.forward_count = 0  # metric steps that had a probe batch (the probe runs on every probe_every-th)
+        self.count = 0  # state-metric steps done
+        self.forward_count = 0  # state-metric steps that had a probe batch (the probe runs on every probe_every-th)
         self.seconds = 0.0
+        self.logged_at: int | None = None  # learner step of the last state metrics (never twice at one step)
         self.init_params: dict[str, torch.Tensor] | None = None
         self.task_params: dict[str, torch.Tensor] | None = None
         self._armed = False
@@ -176,27 +249,37 @@ class PlasticityHook(Hook):
             self.init_params = self._to_device(self.init_params, net)
             if self.task_params is not None:
                 self.task_params = self._to_device(self.task_params, net)
-        self.next_at = max(self.next_at, (_current_step(run) // self.every + 1) * self.every)
+        self.next_at = max(self.next_at, (learner_step(run) // self.every + 1) * self.every)
 
     def on_task_start(self, run, task_index: int, task) -> None:
         self.task_params = _snapshot(run.learner.network)
 
     def after_optimizer_step(self, run) -> None:
-        if self._armed:
-            t0 = time.perf_counter()
-            self._fire(run)
-            self.seconds += time.perf_counter() - t0
-            run.logger.scalar("perf/metrics_seconds", self.seconds, _current_step(run))
-        elif _current_step(run) >= self.next_at:
-            t0 = time.perf_counter()
+        step = learner_step(run)
+        if not self._armed and step < self.next_at:
+            return  # off the metric steps: one comparison
+        t0 = time.perf_counter()
+        if self._armed:  # the update after a metric step: its gradient norms and relative update
+            self._log_step_metrics(run, step)
+        if step >= self.next_at:
+            self._log_state_metrics(run, step, t0)
             self._arm(run.learner.network)
-            self.seconds += time.perf_counter() - t0
+        self.seconds += time.perf_counter() - t0
+
+    def on_task_end(self, run, task_index: int, task) -> None:
+        t0 = time.perf_counter()
+        self._log_state_metrics(run, learner_step(run), t0)
+        self.seconds += time.perf_counter() - t0
 
     def on_run_end(self, run) -> None:
         self._disarm()
+        t0 = time.perf_counter()
+        self._log_state_metrics(run, learner_step(run), t0)  # nothing new after the last task end
+        self.seconds += time.perf_counter() - t0
 
-    # ---------------------------------------------------------------- arm / fire
+    # ---------------------------------------------------------------- arm / step metrics
     def _arm(self, net: nn.Module) -> None:
+        self._disarm()
         self._before = _snapshot(net)
         self._grad_sq = {}
         for name, p in net.named_parameters():
@@ -216,23 +299,57 @@ class PlasticityHook(Hook):
         self._handles = []
         self._armed = False
 
-    def _fire(self, run) -> None:
+    def _log_step_metrics(self, run, step: int) -> None:
         self._disarm()
-        net, step = run.learner.network, _current_step(run)
         values: dict[str, float] = {}
-        self._guard("parameters", values, self._parameter_metrics, net)
+        self._guard("parameters", values, self._update_metrics, run.learner.network)
+        self._before, self._grad_sq = {}, {}
+        self._log(run, values, step)
+
+    @torch.no_grad()
+    def _update_metrics(self, net: nn.Module) -> dict[str, float]:
+        """``grad_norm`` (before clipping) and ``update_ratio`` of the optimizer step just taken."""
+        params = dict(net.named_parameters())
+        out: dict[str, float] = {}
+
+        def group(names: list[str], prefix: str) -> None:
+            if all(n in self._grad_sq for n in names):
+                out[prefix + "grad_norm"] = math.sqrt(sum(float(self._grad_sq[n]) for n in names))
+            if all(n in self._before and self._before[n].shape == params[n].shape for n in names):
+                before = [self._before[n] for n in names]
+                out[prefix + "update_ratio"] = P.update_ratio([params[n] - b for n, b in zip(names, before)], before)
+
+        for layer, names in parameter_layers(net).items():
+            group(names, f"{layer}/")
+        group([n for n, p in params.items() if p.requires_grad], "")
+        return out
+
+    # ---------------------------------------------------------------- state metrics
+    def _log_state_metrics(self, run, step: int, t0: float) -> None:
+        """Every metric of the network as it is at ``step`` (once per step)."""
+        self.next_at = max(self.next_at, (step // self.every + 1) * self.every)  # a task end covers its multiple
+        if self.logged_at == step or getattr(run.learner, "network", None) is None:
+            return
+        net = run.learner.network
+        values: dict[str, float] = {}
+        self._guard("parameters", values, self._parameter_metrics, run, net)
         probe = self._probe_batch(run)
         if probe is not None:
             self._guard("features", values, self._forward_metrics, run, net, probe)
             if self.probe_steps > 0 and self.forward_count % self.probe_every == 0:
                 self._guard("probe", values, self._probe_metrics, net, probe)
             self.forward_count += 1
-        self._before, self._grad_sq = {}, {}
+        self._log(run, values, step)
+        self.count += 1
+        self.logged_at = step
+        # the time of this event so far included; the event adds it to self.seconds when it ends
+        run.logger.scalar("perf/metrics_seconds", self.seconds + time.perf_counter() - t0, step)
+
+    @staticmethod
+    def _log(run, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
             if math.isfinite(value):
                 run.logger.scalar(f"plasticity/{tag}", value, step)
-        self.count += 1
-        self.next_at = (step // self.every + 1) * self.every
 
     def _guard(self, what: str, values: dict, fn, *args) -> None:
         """Metrics never stop a run: a diverged network (NaN) is warned about once and skipped."""
@@ -250,25 +367,40 @@ class PlasticityHook(Hook):
 
     # ---------------------------------------------------------------- parameter metrics
     @torch.no_grad()
-    def _parameter_metrics(self, net: nn.Module) -> dict[str, float]:
+    def _parameter_metrics(self, run, net: nn.Module) -> dict[str, float]:
         params = dict(net.named_parameters())
         out: dict[str, float] = {}
 
         def group(names: list[str], prefix: str) -> None:
             cur = [params[n] for n in names]
             out[prefix + "weight_norm"] = P.weight_norm(cur)
+            out[prefix + "weight_mean_abs"] = P.mean_abs_weight(cur)
+            out[prefix + "weight_rms"] = P.rms_weight(cur)
             for key, ref in (("drift_init", self.init_params), ("drift_task", self.task_params)):
                 if ref is not None and all(n in ref and ref[n].shape == params[n].shape for n in names):
                     out[prefix + key] = P.drift(cur, [ref[n] for n in names])
-            if all(n in self._grad_sq for n in names):
-                out[prefix + "grad_norm"] = math.sqrt(sum(float(self._grad_sq[n]) for n in names))
-            if all(n in self._before and self._before[n].shape == params[n].shape for n in names):
-                before = [self._before[n] for n in names]
-                out[prefix + "effective_lr"] = P.effective_lr([c - b for c, b in zip(cur, before)], before)
+                    out[prefix + key + "_rms"] = P.rms_drift(cur, [ref[n] for n in names])
 
         for layer, names in parameter_layers(net).items():
             group(names, f"{layer}/")
         group([n for n, p in params.items() if p.requires_grad], "")
+        out.update(self._nap_effective_lrs(run, net))
+        return out
+
+    @staticmethod
+    def _nap_effective_lrs(run, net: nn.Module) -> dict[str, float]:
+        """``<P>/nap_effective_lr`` of each scale-invariant weight (``network.projectable_weights()``)."""
+        getter = getattr(net, "projectable_weights", None)
+        optimizer = getattr(run.learner, "optimizer", None)
+        form = optimizer_form(optimizer)
+        if getter is None or form is None:
+            return {}
+        lrs = {id(p): float(g["lr"]) for g in optimizer.param_groups for p in g["params"]}
+        out = {}
+        for name, weight in getter():
+            if id(weight) in lrs and weight.requires_grad:
+                layer = name[: -len(".weight")] if name.endswith(".weight") else name
+                out[f"{layer}/nap_effective_lr"] = P.nap_effective_lr(weight, lrs[id(weight)], form)
         return out
 
     # ---------------------------------------------------------------- forward metrics
@@ -308,7 +440,7 @@ class PlasticityHook(Hook):
             fau_sum, fau_units = 0.0, 0
             modules = dict(layers)
             for name, a in acts.items():
-                kind = _FAU_KIND.get(type(modules[name]))
+                kind = _fau_kind(modules[name])
                 if kind is None:
                     continue
                 fau = P.active_fraction(a, kind)
@@ -316,6 +448,7 @@ class PlasticityHook(Hook):
                 fau_sum, fau_units = fau_sum + fau * a.shape[1], fau_units + a.shape[1]
             if fau_units:
                 out["active_fraction"] = fau_sum / fau_units
+            out.update(self._dohare_dormant(acts, modules))
         if features is not None:
             f = features.detach().flatten(1)
             out[f"srank_{self.srank_delta:g}"] = float(P.srank(f, self.srank_delta))
@@ -328,6 +461,17 @@ class PlasticityHook(Hook):
         return out
 
     @staticmethod
+    def _dohare_dormant(acts: dict[str, torch.Tensor], modules: dict[str, nn.Module]) -> dict[str, float]:
+        """``dormant_dohare`` (active on < 1% of the probe inputs, Dohare et al. 2024) of the layers whose
+        activation outputs exact zeros (ReLU), per layer and unit-weighted over them."""
+        zero_layers = {name: a for name, a in acts.items() if _fau_kind(modules[name]) == "relu"}
+        out = {f"{name}/dormant_dohare": P.dohare_dormant_fraction(a, DOHARE_THRESHOLD)
+               for name, a in zero_layers.items()}
+        if zero_layers:
+            out["dormant_dohare"] = P.dohare_dormant_fraction(zero_layers, DOHARE_THRESHOLD)
+        return out
+
+    @staticmethod
     def _categorical(run, net) -> bool:
         head = getattr(net, "head", None)
         if head is not None and hasattr(head, "categorical"):
@@ -335,8 +479,29 @@ class PlasticityHook(Hook):
         return getattr(run.scenario, "kind", "rl") == "supervised"  # classifiers output class logits
 
     def _probe_metrics(self, net: nn.Module, probe: torch.Tensor) -> dict[str, float]:
-        r = P.plasticity_probe(net, probe, steps=self.probe_steps, lr=self.probe_lr, seed=self.seed + self.count)
-        return {"probe_loss_reduction": r["reduction"], "probe_loss_after": r["loss_after"]}
+        """The probe on the network and, as the reference, on a copy at the run's initial parameters
+        (the same inputs, noise and steps: a paired comparison)."""
+        seed = self.seed + self.count
+        r = P.plasticity_probe(net, probe, steps=self.probe_steps, lr=self.probe_lr, seed=seed)
+        out = {"probe_loss_reduction": r["reduction"], "probe_loss_after": r["loss_after"]}
+        init = self._initial_copy(net)
+        if init is not None:
+            r0 = P.plasticity_probe(init, probe, steps=self.probe_steps, lr=self.probe_lr, seed=seed)
+            out.update(probe_loss_reduction_init=r0["reduction"], probe_loss_after_init=r0["loss_after"],
+                       probe_plasticity_loss=r["loss_after"] - r0["loss_after"])
+        return out
+
+    @torch.no_grad()
+    def _initial_copy(self, net: nn.Module) -> nn.Module | None:
+        """A copy of ``net`` with the parameters it had at the start of the run (buffers as they are now)."""
+        params = dict(net.named_parameters())
+        if self.init_params is None or any(n not in self.init_params or self.init_params[n].shape != p.shape
+                                           for n, p in params.items()):
+            return None
+        copy_ = copy.deepcopy(net)
+        for n, p in copy_.named_parameters():
+            p.copy_(self.init_params[n])
+        return copy_
 
     # ---------------------------------------------------------------- resume
     @staticmethod
@@ -347,13 +512,14 @@ class PlasticityHook(Hook):
     def state_dict(self) -> dict[str, Any]:
         cpu = lambda d: None if d is None else {k: v.cpu() for k, v in d.items()}  # noqa: E731
         return {"next_at": self.next_at, "count": self.count, "forward_count": self.forward_count,
-                "seconds": self.seconds,
+                "seconds": self.seconds, "logged_at": self.logged_at,
                 "init_params": cpu(self.init_params), "task_params": cpu(self.task_params)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.next_at, self.count, self.seconds = state["next_at"], state["count"], state["seconds"]
             self.forward_count = state.get("forward_count", 0)
+            self.logged_at = state.get("logged_at")
             self.init_params, self.task_params = state["init_params"], state["task_params"]
 
 
@@ -373,18 +539,25 @@ def stream_matrix(eval_matrix: Any, columns: list[int], rows: int) -> np.ndarray
 
 
 class ForgettingHook(Hook):
-    """``forgetting/*`` from the eval matrix rows so far, at each task end and at run end."""
+    """``forgetting/*`` from the eval matrix rows so far, at each task end and at run end
+    (and ``forgetting/hns/*``, ``forgetting/cora/*`` on normalised RL scores, module docstring)."""
 
     name = "forgetting"
 
     def __init__(self, eval_at_init: bool = True):
         self.eval_at_init = eval_at_init
         self.init_scores: list[float] | None = None
+        self.max_abs: list[float] | None = None  # CORA's scale: max |score| per scenario task over all evals
         self._logged: tuple[int, int] | None = None  # (rows, step) logged by this process
 
     def on_run_start(self, run) -> None:
         if self.eval_at_init and self.init_scores is None and run.global_step == 0 and len(run.stream) > 1:
             self.init_scores = [float(s) for s in run.evaluate()]
+
+    def on_eval(self, run, scores: list[float]) -> None:
+        if self.max_abs is None:
+            self.max_abs = [0.0] * len(scores)
+        self.max_abs = [max(m, abs(float(x))) if math.isfinite(float(x)) else m for m, x in zip(self.max_abs, scores)]
 
     def on_task_end(self, run, task_index: int, task) -> None:
         self.log(run, task_index + 1)
@@ -394,31 +567,54 @@ class ForgettingHook(Hook):
         if filled and self._logged != (filled, run.global_step):
             self.log(run, filled)
 
-    def values(self, run, rows: int) -> dict[str, float]:
+    def scales(self, run) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{prefix: (low, high)}`` per scenario task of each normalisation that applies to this run."""
+        from crl.metrics.human_normalized import REFERENCE_SCORES
+
+        tasks = run.scenario.tasks
+        out = {}
+        games = [getattr(t, "info", {}).get("game") for t in tasks]
+        if getattr(run.scenario, "kind", "rl") == "rl" and all(g in REFERENCE_SCORES for g in games):
+            out["hns/"] = (np.array([REFERENCE_SCORES[g][0] for g in games]),
+                           np.array([REFERENCE_SCORES[g][1] for g in games]))
+        if getattr(run.scenario, "name", "") in CORA_SCENARIOS and self.max_abs is not None:
+            high = F.cora_scale(self.max_abs)
+            if not np.isnan(high).any():
+                out["cora/"] = (np.zeros(len(tasks)), high)
+        return out
+
+    def values(self, run, rows: int, scale: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
         cols = stream_columns(run)
         R = stream_matrix(run.eval_matrix, cols, rows)
         baseline = None if self.init_scores is None else [self.init_scores[c] for c in cols[:rows]]
+        if scale is not None:  # per-task affine map to a common scale (normalize_returns)
+            low, high = scale[0][cols[:rows]], scale[1][cols[:rows]]
+            R = F.normalize_returns(R, low, high)
+            if baseline is not None:
+                baseline = F.normalize_returns(np.asarray(baseline), low, high)
         s = F.summarize(R, baseline=baseline)
         out = {"avg_final": s["avg_final"], "avg_seen": float(F.average_seen(R)[-1]),
                "avg_forgetting": s["avg_forgetting"], "max_minus_last": s["forgetting_max_minus_last"],
                "first_minus_last": s["forgetting_first_minus_last"], "bwt": s["bwt"],
                "num_tasks": float(s["num_tasks"])}
-        if baseline is not None or rows == 1:
+        if baseline is not None:
             out["fwt"] = s["fwt"]
-        return out
+        return {k: v for k, v in out.items() if v is not None}
 
     def log(self, run, rows: int) -> None:
-        for key, value in self.values(run, rows).items():
-            if math.isfinite(value):
-                run.logger.scalar(f"forgetting/{key}", value, run.global_step)
+        for prefix, scale in [("", None), *self.scales(run).items()]:
+            for key, value in self.values(run, rows, scale).items():
+                if math.isfinite(value) and not (prefix and key == "num_tasks"):
+                    run.logger.scalar(f"forgetting/{prefix}{key}", value, run.global_step)
         self._logged = (rows, run.global_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"init_scores": self.init_scores}
+        return {"init_scores": self.init_scores, "max_abs": self.max_abs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.init_scores = state["init_scores"]
+            self.max_abs = state.get("max_abs")  # absent in checkpoints written before it existed
 
 
 # ----------------------------------------------------------------------------- TensorBoard views
@@ -442,11 +638,14 @@ def scalars_layout(network: nn.Module | None) -> dict[str, dict[str, list]]:
             "feature rank": ["Multiline", [_rx(f"{p}srank_{SRANK_DELTA:g}"), _rx(p + "effective_rank"),
                                            _rx(p + "stable_rank")]],
             "features": ["Multiline", [_rx(p + "feature_norm"), _rx(p + "feature_var_per_unit")]],
+            "dormant units (Dohare et al.)": ["Multiline", [_rx(p + "dormant_dohare")]],
             "weight norm and drift": ["Multiline", [_rx(p + m) for m in ("weight_norm", "drift_init", "drift_task")]],
+            "weight magnitude and drift per parameter": ["Multiline", [_rx(p + m) for m in (
+                "weight_mean_abs", "weight_rms", "drift_init_rms", "drift_task_rms")]],
             "gradient norm (before clipping)": ["Multiline", [_rx(p + "grad_norm")]],
-            "effective learning rate": ["Multiline", [_rx(p + "effective_lr")]],
+            "relative update ||dW||/||W||": ["Multiline", [_rx(p + "update_ratio")]],
             "predictive entropy": ["Multiline", [_rx(p + "predictive_entropy")]],
-            "probe-task plasticity": ["Multiline", [_rx(p + "probe_loss_reduction"), _rx(p + "probe_loss_after")]],
+            "probe-task plasticity": ["Multiline", [_rx(p + m) for m in PROBE_METRICS]],
         }
     }
     if network is not None:
@@ -460,11 +659,15 @@ def scalars_layout(network: nn.Module | None) -> dict[str, dict[str, list]]:
             charts = {}
             if layer in hidden:
                 charts["dormant units (ReDo)"] = ["Multiline", [base + r"dormant_redo_tau[^/]*$"]]
+                charts["dormant units (Dohare et al.)"] = ["Multiline", [base + "dormant_dohare$"]]
                 charts["active fraction"] = ["Multiline", [base + "active_fraction$"]]
             charts["weight norm"] = ["Multiline", [base + "weight_norm$"]]
+            charts["weight magnitude (mean |w|, RMS)"] = ["Multiline", [base + "weight_(mean_abs|rms)$"]]
             charts["drift (init, task start)"] = ["Multiline", [base + "drift_(init|task)$"]]
+            charts["RMS drift (init, task start)"] = ["Multiline", [base + "drift_(init|task)_rms$"]]
             charts["gradient norm (before clipping)"] = ["Multiline", [base + "grad_norm$"]]
-            charts["effective learning rate"] = ["Multiline", [base + "effective_lr$"]]
+            charts["relative update ||dW||/||W||"] = ["Multiline", [base + "update_ratio$"]]
+            charts["NaP effective learning rate"] = ["Multiline", [base + "nap_effective_lr$"]]
             layout[f"plasticity: {layer}"] = charts
     f = "forgetting/"
     layout["forgetting"] = {
@@ -558,7 +761,9 @@ class TensorBoardViews(Hook):
 class MetricsOptions:
     """Cadence of the plasticity metrics (every run has them)."""
 
-    metrics_every: int = option(10_000, "steps between plasticity metrics (0 = off)", check="non_negative")
+    metrics_every: int = option(10_000, "learner steps (env steps in RL, updates in supervised runs) between "
+                                        "plasticity metrics, also logged at each task end (0 = off)",
+                                check="non_negative")
     probe_steps: int = option(20, "plasticity probe: Adam steps a copy of the network takes on random regression "
                                   "targets (Lyle et al. 2023) at a metric step (0 = no probe)", check="non_negative")
     probe_every: int = option(1, "plasticity probe on every Nth metric step (the other metrics run on each one)",

@@ -44,7 +44,13 @@ __all__ = [
     "per_unit_variance",
     "weight_norm",
     "drift",
-    "effective_lr",
+    "update_ratio",
+    "nap_effective_lr",
+    "mean_abs_weight",
+    "rms_weight",
+    "rms_drift",
+    "dohare_dormant_mask",
+    "dohare_dormant_fraction",
     "predictive_entropy",
     "plasticity_probe",
 ]
@@ -317,13 +323,15 @@ def drift(current: Any, reference: Any) -> float:
     return math.sqrt(_sq_norm([c.to(torch.float64) - r.to(torch.float64) for c, r in zip(cur, ref)]))
 
 
-def effective_lr(update: Any, weights: Any) -> float:
-    """Effective learning rate ``||Delta W||_F / ||W||_F`` (NaP, Lyle et al. 2024, reference 1.4).
+def update_ratio(update: Any, weights: Any) -> float:
+    """Relative update size ``||Delta W||_F / ||W||_F`` of one optimizer step (the update-to-weight
+    ratio; in a scale-invariant layer the angle the step turns ``W`` by, to first order).
 
     ``update`` is the change one optimizer step made (``W_after - W_before``) and ``weights``
     the weights it is measured against (crl's hooks pass ``W_before``). Tensors give the
     per-layer value; lists/dicts/modules give the global ratio of norms. Zero weights: 0.0 if
-    the update is zero too, else ``inf``.
+    the update is zero too, else ``inf``. This is a measured step size, not NaP's effective
+    learning rate (:func:`nap_effective_lr`).
     """
     upd, w = _paired(update, weights, "update", "weights")
     num = math.sqrt(_sq_norm(upd))
@@ -345,6 +353,121 @@ def predictive_entropy(logits: Any) -> float:
     logp = torch.log_softmax(t.to(torch.float64), dim=-1)
     ent = -(logp.exp() * logp).sum(dim=-1)
     return float(ent.mean())
+
+
+# ----------------------------------------------------------------------------- scale-free weight measures,
+# NaP's effective learning rate, dormant units after Dohare et al. (issue 13; kept apart from ReDo's
+# functions above)
+
+OPTIMIZER_FORMS = ("sgd", "adaptive")
+
+
+def nap_effective_lr(weight: Any, lr: float, optimizer: str = "sgd") -> float:
+    """NaP's effective learning rate of one scale-invariant weight (a layer whose output feeds only a
+    normalisation, so ``f(cW) = f(W)`` for ``c > 0``).
+
+    Lyle, Zheng, Khetarpal, Martens, van Hasselt, Pascanu, Dabney, "Normalization and effective
+    learning rates in reinforcement learning", NeurIPS 2024, arXiv 2407.01800. In such a layer the
+    gradient scales as ``1/||W||``, so a step of size ``eta`` moves the direction ``W/||W||`` as a
+    step of ``eta/||W||^2`` on the unit sphere would:
+
+    * ``optimizer="sgd"``: ``eta / ||W||_F^2``;
+    * ``optimizer="adaptive"`` (Adam, AdamW, RMSprop, NorMuon, ...: the step does not scale with the
+      gradient, so only one factor ``1/||W||`` remains): ``eta / ||W||_F``, the Adam analogue.
+
+    ``lr`` is the learning rate of the weight's parameter group at that moment (schedule
+    included). Zero weights give ``inf`` (no direction to move).
+    """
+    if optimizer not in OPTIMIZER_FORMS:
+        raise UserError(f"metrics: nap_effective_lr optimizer must be one of {', '.join(OPTIMIZER_FORMS)}; "
+                        f"got {optimizer!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr >= 0):
+        raise UserError(f"metrics: nap_effective_lr lr must be a finite number >= 0, got {lr!r}")
+    norm = math.sqrt(_sq_norm(_tensor_list(weight, "weights")))
+    if norm == 0.0:
+        return math.inf
+    return float(lr) / (norm * norm if optimizer == "sgd" else norm)
+
+
+def _count(tensors: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() for t in tensors)
+
+
+def mean_abs_weight(weights: Any) -> float:
+    """Average weight magnitude ``mean_i |w_i|`` over every element of the tensors.
+
+    Dohare, Hernandez-Garcia, Lan, Rahman, Mahmood, Sutton, "Loss of plasticity in deep continual
+    learning", Nature 2024 (code ``shibhansh/loss-of-plasticity``, ``compute_average_weight_magnitude``:
+    the sum of ``|p|`` over all parameters divided by their number). Unlike ``||W||_F`` it does not
+    grow with the width of the network.
+    """
+    ts = _tensor_list(weights, "weights")
+    n = _count(ts)
+    if n == 0:
+        raise UserError("metrics: mean_abs_weight needs at least one weight")
+    return float(sum(float(t.to(torch.float64).abs().sum()) for t in ts)) / n
+
+
+def rms_weight(weights: Any) -> float:
+    """Root-mean-square weight magnitude ``sqrt(mean_i w_i^2) = ||W||_F / sqrt(n)``.
+
+    Plasticine (Yuan et al., "Plasticine: Accelerating Research in Plasticity-Motivated Deep
+    Reinforcement Learning", arXiv 2504.17490, 2025; ``RLE-Foundation/Plasticine``), its weight
+    magnitude: the global L2 norm divided by the square root of the number of parameters.
+    """
+    ts = _tensor_list(weights, "weights")
+    n = _count(ts)
+    if n == 0:
+        raise UserError("metrics: rms_weight needs at least one weight")
+    return math.sqrt(_sq_norm(ts) / n)
+
+
+def rms_drift(current: Any, reference: Any) -> float:
+    """Root-mean-square parameter drift ``sqrt(mean_i (w_i - w_ref,i)^2) = ||W - W_ref||_F / sqrt(n)``.
+
+    Plasticine (arXiv 2504.17490; ``plasticine_metrics/norm.py``, ``compute_l2_norm_difference``),
+    with the reference the initial parameters (drift from init) or a task-start snapshot. Inputs
+    as :func:`drift`.
+    """
+    cur, ref = _paired(current, reference, "current parameters", "reference parameters")
+    n = _count(cur)
+    if n == 0:
+        raise UserError("metrics: rms_drift needs at least one parameter")
+    return math.sqrt(_sq_norm([c.to(torch.float64) - r.to(torch.float64) for c, r in zip(cur, ref)]) / n)
+
+
+def dohare_dormant_mask(acts: Any, threshold: float = 0.01) -> torch.Tensor:
+    """Boolean mask ``(units,)`` of the units of one layer that are dormant as Dohare et al. define it:
+    active (output ``!= 0``) on fewer than ``threshold`` (1%) of the inputs.
+
+    Dohare et al., "Loss of plasticity in deep continual learning", Nature 2024 (code
+    ``shibhansh/loss-of-plasticity``, ``compute_dormant_units_proportion``: the share of non-zero
+    outputs per unit, over the batch and, for a conv layer, every position, compared with
+    ``< 0.01``). A definition for activations with exact zeros (ReLU); unlike ReDo's score it
+    does not compare a unit with the others of its layer.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (0.0 <= threshold <= 1.0):
+        raise UserError(f"metrics: dormant threshold must be a number in [0, 1], got {threshold!r}")
+    a = _batched(acts, "activations", keep_dtype=True)
+    dims = [0] + list(range(2, a.dim()))
+    active = (a != 0).to(torch.float64).mean(dim=dims)
+    return active < threshold
+
+
+def dohare_dormant_fraction(layers: Any, threshold: float = 0.01) -> float:
+    """Fraction of units dormant after Dohare et al. (:func:`dohare_dormant_mask`): one layer's
+    activations, or a list / dict of layers (unit-weighted: total dormant / total units, as the
+    reference code sums dormant units over layers and divides by the number of units)."""
+    if isinstance(layers, Mapping):
+        items = list(layers.values())
+    elif isinstance(layers, (list, tuple)):
+        items = list(layers)
+    else:
+        items = [layers]
+    if not items:
+        raise UserError("metrics: dohare_dormant_fraction needs at least one layer of activations")
+    masks = [dohare_dormant_mask(a, threshold) for a in items]
+    return sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
 
 
 # ----------------------------------------------------------------------------- probe task

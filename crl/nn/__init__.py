@@ -1,2 +1,3 @@
-"""Network building blocks: norms, torsos, value heads, SoftMoE and the network builder."""
-from crl.nn import heads, norms, torsos  # noqa: F401  (registration)
+"""Network building blocks: norms, activations, weight reparameterizations, torsos, value heads,
+SoftMoE and the network builder."""
+from crl.nn import activations, heads, norms, reparam, torsos  # noqa: F401  (registration)

@@ -13,6 +13,7 @@ from torch import nn
 
 from crl.errors import UserError
 from crl.nn.blocks import Block, PreNormAct
+from crl.nn.reparam import apply_reparam, is_reparameterized, stored_weight
 from crl.nn.softmoe import SoftMoE
 from crl.options import declare_options, option
 from crl.registry import TORSOS
@@ -55,9 +56,11 @@ class Introspectable:
                 and not (isinstance(m, Block) and isinstance(m.act, nn.Identity) and not m.fused_activation)]
 
     def projectable_weights(self) -> list[tuple[str, nn.Parameter]]:
-        """Weights of layers that feed only a norm (scale-invariant): what NaP projects."""
-        return [(f"{name}.layer.weight", m.layer.weight) for name, m in self.named_modules()
-                if isinstance(m, Block) and m.projectable]
+        """Weights of layers that feed only a norm (scale-invariant): what NaP projects. Under
+        ``--reparam`` that is the stored tensor ``V`` the optimizer updates (:mod:`crl.nn.reparam`)."""
+        return [(f"{name}.layer.parametrizations.weight.original" if is_reparameterized(m.layer)
+                 else f"{name}.layer.weight", stored_weight(m.layer))
+                for name, m in self.named_modules() if isinstance(m, Block) and m.projectable]
 
     @property
     def output_layer(self) -> nn.Linear:
@@ -84,7 +87,8 @@ class QNetwork(Introspectable, nn.Module):
 
 
 def build_torso(cfg, obs_shape: tuple) -> nn.Module:
-    """The configured torso, with the SoftMoE swap applied when ``--moe softmoe``."""
+    """The configured torso, with the SoftMoE swap applied when ``--moe softmoe`` and every ``Linear``
+    and ``Conv2d`` weight reparameterized by ``--reparam`` (last, so the MoE's own tensors are not)."""
     entry = TORSOS.entry(cfg.torso)
     torso = entry.factory(tuple(obs_shape), cfg)
     if cfg.moe == "softmoe":
@@ -92,6 +96,7 @@ def build_torso(cfg, obs_shape: tuple) -> nn.Module:
             raise UserError(f"--moe: softmoe needs a conv torso (nature or impala), got --torso {cfg.torso}")
         torso.dense = MoEDense(torso.feature_map_shape, cfg.num_experts, cfg.expert_hidden)
         torso.out_features = torso.dense.out_features
+    apply_reparam(cfg, torso)
     return torso
 
 

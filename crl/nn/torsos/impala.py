@@ -10,6 +10,10 @@ that is ``x + Conv2(act(norm(Conv1(act(norm(x))))))``: the stream itself is norm
 before its ReLU (pre-activation), and Conv1 feeds only a norm, so it is the
 scale-invariant (NaP-projectable) weight; Conv2 and the stage conv write into the
 un-normalised residual stream and are not projected.
+
+``--activation``: every ReLU above is that activation. A widening one (CReLU) doubles what
+it activates: Conv1 reads ``2C`` channels and Conv2 reads twice Conv1's channels; the residual
+stream stays ``C`` wide (``--crelu-width halve`` halves Conv1's channels and the dense layer).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from crl.nn.activations import layer_units
 from crl.nn.blocks import Block, PreNormAct, conv_block
 from crl.nn.torsos.nature import ConvTorso, check_image
 from crl.options import option
@@ -25,12 +30,14 @@ from crl.registry import TORSOS
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int, norm: str):
+    def __init__(self, channels: int, norm: str, activation: str = "relu", units: int | None = None):
         super().__init__()
-        self.pre = PreNormAct(channels, norm)
-        self.conv1 = conv_block(channels, channels, 3, 1, norm, padding=1)
+        units = channels if units is None else units  # conv1's channels (half under --crelu-width halve)
+        self.pre = PreNormAct(channels, norm, activation)
+        self.conv1 = conv_block(self.pre.out_width, units, 3, 1, norm, padding=1, activation=activation)
         # conv2 adds into the residual stream: keeps its bias, no norm of its own.
-        self.conv2 = Block(lambda bias: nn.Conv2d(channels, channels, 3, 1, 1, bias=True), channels, "none", dims=2,
+        mid = self.conv1.out_width
+        self.conv2 = Block(lambda bias: nn.Conv2d(mid, channels, 3, 1, 1, bias=True), channels, "none", dims=2,
                            act=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,11 +45,12 @@ class ResidualBlock(nn.Module):
 
 
 class ImpalaStage(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, norm: str):
+    def __init__(self, in_ch: int, out_ch: int, norm: str, activation: str = "relu", units: int | None = None):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, 3, 1, 1)
         self.pool = nn.MaxPool2d(3, 2, padding=1)
-        self.res = nn.Sequential(ResidualBlock(out_ch, norm), ResidualBlock(out_ch, norm))
+        self.res = nn.Sequential(ResidualBlock(out_ch, norm, activation, units),
+                                 ResidualBlock(out_ch, norm, activation, units))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.res(self.pool(self.conv(x)))
@@ -63,6 +71,6 @@ class ImpalaOptions:
 def impala(obs_shape: tuple, cfg) -> ConvTorso:
     check_image(obs_shape, "impala")
     chans = [obs_shape[0]] + [k * cfg.impala_width for k in (16, 32, 32)]
-    stages = [ImpalaStage(a, b, cfg.norm) for a, b in zip(chans, chans[1:])]
-    encoder = nn.Sequential(*stages, PreNormAct(chans[-1], cfg.norm))
-    return ConvTorso(encoder, obs_shape, cfg.impala_dense, cfg.norm)
+    stages = [ImpalaStage(a, b, cfg.norm, cfg.activation, layer_units(cfg, b)) for a, b in zip(chans, chans[1:])]
+    encoder = nn.Sequential(*stages, PreNormAct(chans[-1], cfg.norm, cfg.activation))
+    return ConvTorso(encoder, obs_shape, layer_units(cfg, cfg.impala_dense), cfg.norm, cfg.activation)

@@ -8,6 +8,8 @@ ReLU, so every norm and NaP apply; it is a conv torso (``encoder`` + ``dense``),
 ``--moe softmoe`` can replace the dense layer (64 tokens of 16 channels). With ``--norm none``
 it is exactly the reference network. ``--minatar-conv-channels`` and ``--minatar-hidden``
 scale its width (plasticity studies vary width; the reference is 16 and 128).
+``--activation`` replaces each ReLU (a widening one, CReLU, doubles the features the next
+layer reads).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from crl.errors import UserError
+from crl.nn.activations import layer_units
 from crl.nn.blocks import conv_block
 from crl.nn.torsos.nature import ConvTorso, check_image
 from crl.options import option
@@ -31,11 +34,12 @@ class MinAtarTorsoOptions:
 
 
 @TORSOS.register("minatar", "MinAtar reference: Conv 16 3x3 stride 1 + Linear(128) (Young & Tian 2019), norm "
-                            "before each ReLU", options=MinAtarTorsoOptions, conv=True)
+                            "before each ReLU (--activation)", options=MinAtarTorsoOptions, conv=True)
 def minatar(obs_shape: tuple, cfg) -> ConvTorso:
     check_image(obs_shape, "minatar")
     c, h, w = obs_shape
     if min(h, w) < 3:
         raise UserError(f"--torso: 'minatar' needs images of at least 3x3, got {h}x{w}")
-    encoder = nn.Sequential(conv_block(c, cfg.minatar_conv_channels, 3, 1, cfg.norm))
-    return ConvTorso(encoder, obs_shape, cfg.minatar_hidden, cfg.norm)
+    encoder = nn.Sequential(conv_block(c, layer_units(cfg, cfg.minatar_conv_channels), 3, 1, cfg.norm,
+                                       activation=cfg.activation))
+    return ConvTorso(encoder, obs_shape, layer_units(cfg, cfg.minatar_hidden), cfg.norm, cfg.activation)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crl.errors import UserError
+from crl.nn.activations import layer_units
 from crl.nn.blocks import Block, conv_block, dense_block
 from crl.options import option
 from crl.registry import NORMS, TORSOS
@@ -40,8 +41,9 @@ class SameConv2d(nn.Conv2d):
         return super().forward(F.pad(x, pads))
 
 
-def same_conv_block(in_ch: int, out_ch: int, kernel: int, stride: int, norm: str) -> Block:
-    return Block(lambda bias: SameConv2d(in_ch, out_ch, kernel, stride, 0, bias=bias), out_ch, norm, dims=2)
+def same_conv_block(in_ch: int, out_ch: int, kernel: int, stride: int, norm: str, activation: str = "relu") -> Block:
+    return Block(lambda bias: SameConv2d(in_ch, out_ch, kernel, stride, 0, bias=bias), out_ch, norm, dims=2,
+                 activation=activation)
 
 
 @dataclass
@@ -56,7 +58,7 @@ class NatureOptions:
 class ConvTorso(nn.Module):
     """``encoder`` (conv feature map) -> ``dense`` (flatten + penultimate layer; SoftMoE can replace it)."""
 
-    def __init__(self, encoder: nn.Module, obs_shape: tuple, hidden: int, norm: str):
+    def __init__(self, encoder: nn.Module, obs_shape: tuple, hidden: int, norm: str, activation: str = "relu"):
         super().__init__()
         self.encoder = encoder
         encoder.eval()  # probe the output shape without touching running statistics
@@ -71,10 +73,11 @@ class ConvTorso(nn.Module):
         encoder.train()
         flat = self.feature_map_shape[0] * self.feature_map_shape[1] * self.feature_map_shape[2]
         # A conv-only norm (GroupNorm, EvoNorm: not defined for dense features) normalises the conv
-        # stack only, as in the ResNets of their papers; this dense layer is then Linear -> ReLU.
+        # stack only, as in the ResNets of their papers; this dense layer is then Linear -> activation.
         dense_norm = norm if 1 in NORMS.entry(norm).meta.get("dims", (1, 2)) else "none"
-        self.dense = nn.Sequential(nn.Flatten(), dense_block(flat, hidden, dense_norm))
-        self.out_features = hidden
+        block = dense_block(flat, hidden, dense_norm, activation)
+        self.dense = nn.Sequential(nn.Flatten(), block)
+        self.out_features = block.out_width
 
     def features_map(self, x: torch.Tensor) -> torch.Tensor:
         # uint8 frames are scaled here, on the device, so replay can stay uint8.
@@ -98,14 +101,12 @@ def nature_padding(cfg) -> str:
 
 
 @TORSOS.register("nature", "Nature DQN CNN: 3 convs (VALID; SAME with --nature-padding same or under --moe "
-                           "softmoe) + Linear(512), norm before each ReLU", options=NatureOptions, conv=True)
+                           "softmoe) + Linear(512), norm before each activation", options=NatureOptions, conv=True)
 def nature(obs_shape: tuple, cfg) -> ConvTorso:
     check_image(obs_shape, "nature")
-    c = obs_shape[0]
     block = same_conv_block if nature_padding(cfg) == "same" else conv_block
-    encoder = nn.Sequential(
-        block(c, 32, 8, 4, cfg.norm),
-        block(32, 64, 4, 2, cfg.norm),
-        block(64, 64, 3, 1, cfg.norm),
-    )
-    return ConvTorso(encoder, obs_shape, 512, cfg.norm)
+    blocks, width = [], obs_shape[0]
+    for channels, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+        blocks.append(block(width, layer_units(cfg, channels), kernel, stride, cfg.norm, activation=cfg.activation))
+        width = blocks[-1].out_width
+    return ConvTorso(nn.Sequential(*blocks), obs_shape, layer_units(cfg, 512), cfg.norm, cfg.activation)

@@ -22,6 +22,11 @@ Differences from GEM's code:
   variant there).
 
 Width: ``--resnet-width`` (nf, default 20). Input: any ``(C, H, W)``.
+
+``--activation``: every ReLU is that activation. With a widening one (CReLU) the
+post-addition activation doubles the residual stream, so each block reads ``2C`` channels and
+its shortcut is a 1x1 projection (``conv -> norm``: an identity cannot add ``2C`` channels to
+``C``); conv2 reads twice conv1's channels; ``out_features`` is ``2 x 8 nf``.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from crl.nn.activations import layer_units
 from crl.nn.blocks import Block, PreNormAct, conv_block
 from crl.nn.torsos.nature import check_image
 from crl.options import option
@@ -44,29 +50,34 @@ def _conv_norm(in_ch: int, out_ch: int, kernel: int, stride: int, norm: str) -> 
 
 
 class BasicBlock(nn.Module):
-    """``relu(norm(conv(relu(norm(conv(x))))) + shortcut(x))``."""
+    """``relu(norm(conv(relu(norm(conv(x))))) + shortcut(x))``; ``in_ch`` is the width of ``x`` (after the
+    previous block's activation), ``units`` the channels of conv1 (``out_ch`` unless CReLU halves them)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str, activation: str = "relu",
+                 units: int | None = None):
         super().__init__()
-        self.conv1 = conv_block(in_ch, out_ch, 3, stride, norm, padding=1)
-        self.conv2 = _conv_norm(out_ch, out_ch, 3, 1, norm)
+        self.conv1 = conv_block(in_ch, out_ch if units is None else units, 3, stride, norm, padding=1,
+                                activation=activation)
+        self.conv2 = _conv_norm(self.conv1.out_width, out_ch, 3, 1, norm)
         self.shortcut = (_conv_norm(in_ch, out_ch, 1, stride, norm) if stride != 1 or in_ch != out_ch
                          else nn.Identity())
-        self.out_act = PreNormAct(out_ch, "none")
+        self.out_act = PreNormAct(out_ch, "none", activation)
+        self.out_width = self.out_act.out_width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out_act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
 class ResNet18Torso(nn.Module):
-    def __init__(self, in_channels: int, nf: int, norm: str):
+    def __init__(self, in_channels: int, nf: int, norm: str, activation: str = "relu", units=lambda width: width):
         super().__init__()
-        self.stem = conv_block(in_channels, nf, 3, 1, norm, padding=1)
-        blocks, ch = [], nf
+        self.stem = conv_block(in_channels, units(nf), 3, 1, norm, padding=1, activation=activation)
+        blocks, ch = [], self.stem.out_width
         for mult, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
             out = nf * mult
-            blocks += [BasicBlock(ch, out, stride, norm), BasicBlock(out, out, 1, norm)]
-            ch = out
+            blocks.append(BasicBlock(ch, out, stride, norm, activation, units(out)))
+            blocks.append(BasicBlock(blocks[-1].out_width, out, 1, norm, activation, units(out)))
+            ch = blocks[-1].out_width
         self.stages = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_features = ch
@@ -88,4 +99,4 @@ class ResNet18Options:
                              "for CIFAR-size images", options=ResNet18Options, conv=False)
 def resnet18(obs_shape: tuple, cfg) -> ResNet18Torso:
     check_image(obs_shape, "resnet18")
-    return ResNet18Torso(obs_shape[0], cfg.resnet_width, cfg.norm)
+    return ResNet18Torso(obs_shape[0], cfg.resnet_width, cfg.norm, cfg.activation, lambda w: layer_units(cfg, w))

@@ -5,13 +5,15 @@ flatten -> ``Linear(256) -> norm -> ReLU``: the shape of the small convnets used
 studies on MNIST/CIFAR (e.g. the CNN arm of Lyle et al. 2023/2024; their exact widths are not
 published in what crl's references hold, so these are crl's choice). 8x8 -> 4 -> 2,
 28 -> 14 -> 7, 32 -> 16 -> 8. Norm placement as everywhere in crl (before each ReLU), so every
-norm and NaP apply; it is a conv torso (``encoder`` + ``dense``), so ``--moe softmoe`` applies.
+norm and NaP apply (``--activation`` replaces each ReLU; CReLU doubles what the next layer reads);
+it is a conv torso (``encoder`` + ``dense``), so ``--moe softmoe`` applies.
 """
 from __future__ import annotations
 
 from torch import nn
 
 from crl.errors import UserError
+from crl.nn.activations import layer_units
 from crl.nn.blocks import conv_block
 from crl.nn.torsos.nature import ConvTorso, check_image
 from crl.registry import TORSOS
@@ -24,8 +26,7 @@ def small_cnn(obs_shape: tuple, cfg) -> ConvTorso:
     c, h, w = obs_shape
     if min(h, w) < 4:
         raise UserError(f"--torso: 'small_cnn' needs images of at least 4x4, got {h}x{w}")
-    encoder = nn.Sequential(
-        conv_block(c, 32, 3, 1, cfg.norm, padding=1), nn.MaxPool2d(2),
-        conv_block(32, 64, 3, 1, cfg.norm, padding=1), nn.MaxPool2d(2),
-    )
-    return ConvTorso(encoder, obs_shape, 256, cfg.norm)
+    first = conv_block(c, layer_units(cfg, 32), 3, 1, cfg.norm, padding=1, activation=cfg.activation)
+    second = conv_block(first.out_width, layer_units(cfg, 64), 3, 1, cfg.norm, padding=1, activation=cfg.activation)
+    encoder = nn.Sequential(first, nn.MaxPool2d(2), second, nn.MaxPool2d(2))
+    return ConvTorso(encoder, obs_shape, layer_units(cfg, 256), cfg.norm, cfg.activation)
