@@ -8,8 +8,8 @@ observation when ``stack == 1``), plus the action, the (already clipped) reward,
 byte and a task-index byte of the transition that *starts* at that frame. A stacked
 observation is rebuilt from the ``stack`` consecutive slots of the same lane that end at
 its frame, so an 84x84 uint8 Atari transition costs one frame (7,056 B) plus a few bytes,
-instead of 28,224 B (SB3/CleanRL ``optimize_memory_usage``) or 56,448 B (obs + next_obs stored naively); see
-``/work/shared/reference/value_heads_and_torsos.md`` section 4.5. The idea of storing single
+instead of 28,224 B (SB3/CleanRL ``optimize_memory_usage``) or 56,448 B (obs + next_obs stored
+naively). The idea of storing single
 frames and re-stacking them at sampling time is the one of the original DQN replay memory
 (Mnih et al., Nature 2015) and of Dopamine's ``OutOfGraphReplayBuffer``; the lane layout,
 the episode-start protocol and the validity rules below are written for this project.
@@ -17,7 +17,7 @@ the episode-start protocol and the validity rules below are written for this pro
 Per-lane protocol (one ``add`` = one vector-env step)
 ----------------------------------------------------
 * ``valid=False`` marks the bogus NEXT_STEP autoreset transition of gymnasium >= 1.0 vector
-  envs and ``ale_py.AtariVectorEnv`` (reference section 5.7): nothing is stored. If the
+  envs and ``ale_py.AtariVectorEnv``: nothing is stored. If the
   lane's episode was still open (not terminated/truncated), it is closed as if truncated:
   its last stored transition bootstraps from its own ``next_obs``.
 * A transition that starts a new episode in its lane (first add, previous stored transition
@@ -56,7 +56,7 @@ n-step targets (Sutton & Barto 2018, section 7.1; Hessel et al. 2018 "Rainbow")
     returns   = sum_{k<m} gamma^k r_{t+k}
     discounts = gamma^m * (1 - terminated_{t+m-1})
     next_obs  = the stacked observation after step t+m-1 (the true final observation on
-                truncation, reference section 5.6: bootstrap through truncation).
+                truncation: bootstrap through truncation).
 """
 from __future__ import annotations
 

@@ -467,10 +467,25 @@ def _build_adamw(named, *, lr, eps, weight_decay, muon_exclude, betas=(0.9, 0.99
     )
 
 
-@OPTIMIZERS.register("sgd", "SGD (torch.optim.SGD); plain unless momentum > 0 is given")
-def _build_sgd(named, *, lr, eps, weight_decay, muon_exclude, momentum=0.0, dampening=0.0, nesterov=False):
+@dataclass
+class SGDOptions:
+    """SGD's momentum (torch.optim.SGD's rule: buffer = momentum * buffer + grad; step lr * buffer)."""
+
+    sgd_momentum: float = option(0.0, "SGD: momentum (0 = plain SGD; Dohare et al.'s incremental CIFAR-100: 0.9)",
+                                 check="non_negative")
+    sgd_nesterov: bool = option(False, "SGD: Nesterov momentum (needs --sgd-momentum > 0)")
+
+
+@OPTIMIZERS.register("sgd", "SGD (torch.optim.SGD); plain unless --sgd-momentum > 0", options=SGDOptions)
+def _build_sgd(named, *, lr, eps, weight_decay, muon_exclude, momentum=None, dampening=0.0, nesterov=None):
+    """``momentum`` / ``nesterov`` default to the run's ``--sgd-momentum`` / ``--sgd-nesterov``."""
+    from crl.options import current
+
+    o = current(SGDOptions)
+    momentum = o.sgd_momentum if momentum is None else momentum
+    nesterov = o.sgd_nesterov if nesterov is None else nesterov
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
-        raise UserError("--optimizer sgd: nesterov needs momentum > 0 and dampening 0")
+        raise UserError("--sgd-nesterov: needs --sgd-momentum > 0 (and no dampening)")
     return torch.optim.SGD(
         _params(named),
         lr=lr,
@@ -596,8 +611,8 @@ def build_optimizer(
                 kw: ``betas=(0.9, 0.999)``, ``amsgrad=False``.
     adamw       torch AdamW; decoupled ``weight_decay`` (default here 0, not torch's 1e-2).
                 kw: ``betas``, ``amsgrad``.
-    sgd         torch SGD; ``eps`` unused. kw: ``momentum=0.0`` (plain SGD by default),
-                ``dampening=0.0``, ``nesterov=False``.
+    sgd         torch SGD; ``eps`` unused. kw: ``momentum`` (default ``--sgd-momentum``, 0),
+                ``dampening=0.0``, ``nesterov`` (default ``--sgd-nesterov``).
     adamp       :class:`AdamP`. kw: ``betas``, ``delta=0.1``, ``wd_ratio=0.1``,
                 ``nesterov=False``.
     normuon     :class:`NorMuon`. ``lr`` is the Muon (matrix) lr (reference 0.02); the

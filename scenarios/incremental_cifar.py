@@ -18,8 +18,8 @@ keeps the first N increments (0 = all, 100 / ``--class-increment``). The scenari
 sample's task classes in training and evaluation, which for this scenario are exactly the
 classes introduced so far, Dohare et al.'s restriction; and ``--torso resnet18``,
 ``--optimizer sgd --lr 0.1 --weight-decay 0.0005 --batch-size 90 --epochs 200`` (their
-``cfg/base_deep_learning_system.json`` and batch size). Not reproduced: their SGD momentum 0.9
-(crl's ``sgd`` exposes no momentum option), their 50-images-per-class validation split and
+``cfg/base_deep_learning_system.json`` and batch size), with their SGD momentum 0.9
+(``--sgd-momentum 0.9``). Not reproduced: their 50-images-per-class validation split and
 early stopping, their data augmentation (``--augment standard`` applies crl's crop + flip).
 The task tensors are slices of one class-sorted copy of the data (no per-task copies).
 """
@@ -38,7 +38,7 @@ from scenarios.split import SplitOptions, augmentation, class_order, order_kind
 
 PRESETS.setdefault("incremental-cifar100", {
     **PRESETS["supervised"], "torso": "resnet18", "il_mode": "task", "optimizer": "sgd", "lr": 0.1,
-    "weight_decay": 5e-4, "batch_size": 90, "epochs": 200.0,
+    "weight_decay": 5e-4, "sgd_momentum": 0.9, "batch_size": 90, "epochs": 200.0,
 })
 
 

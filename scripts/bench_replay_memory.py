@@ -1,8 +1,7 @@
 """Bytes per stored transition of agents.replay.ReplayBuffer, as one markdown table row.
 
 Default: 84x84 uint8 frames, stack 4, capacity 100,000, 8 envs (the Atari DQN setting).
-Compares with one frame (7,056 B) and with the naive obs + next_obs layout (56,448 B);
-reference: /work/shared/reference/value_heads_and_torsos.md section 4.5.
+Compares with one frame (7,056 B) and with the naive obs + next_obs layout (56,448 B).
 
     python scripts/bench_replay_memory.py [--capacity 100000] [--num-envs 8] [--size 84] [--stack 4]
 """

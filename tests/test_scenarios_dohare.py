@@ -121,3 +121,15 @@ def test_warm_start_arms(tmp_path):
     assert [t.name for t in warm.tasks] == ["part", "all"] and [t.name for t in cold.tasks] == ["all"]
     assert len(warm.tasks[0].train) < len(warm.tasks[1].train) == len(cold.tasks[0].train)
     assert torch.equal(cold.tasks[0].train.x, warm.tasks[1].train.x)
+
+
+def test_regressor_logs_plasticity_but_no_predictive_entropy(tmp_path):
+    """Its outputs are not class logits: no softmax entropy (it would read a meaningless 0)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    s = crl.run(make_config("slowly-changing-regression", scenario="slowly-changing-regression", scr_tasks=1,
+                            scr_examples=40, run_dir=str(tmp_path), progress=False, metrics_every=20))
+    events = EventAccumulator(s["run_dir"])
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "plasticity/weight_norm" in tags and "plasticity/predictive_entropy" not in tags

@@ -476,6 +476,8 @@ class PlasticityHook(Hook):
         head = getattr(net, "head", None)
         if head is not None and hasattr(head, "categorical"):
             return bool(head.categorical)
+        if not getattr(run.learner, "classifies", True):  # e.g. the regressor: no class logits
+            return False
         return getattr(run.scenario, "kind", "rl") == "supervised"  # classifiers output class logits
 
     def _probe_metrics(self, net: nn.Module, probe: torch.Tensor) -> dict[str, float]:
