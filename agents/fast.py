@@ -22,6 +22,7 @@ Throughput numbers and what helped where: ``scripts/bench_throughput.py``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -94,11 +95,16 @@ def compile_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     tensor_lrs(optimizer)
     eager = optimizer.step
     compiled = torch.compile(eager)
+    first = True
 
     def step(*args, **kwargs):
-        nonlocal compiled
+        nonlocal compiled, first
         if compiled is not None:
             try:
+                if first:  # compiling: torch's informational warnings (profiler hooks, no CUDA) are not the user's
+                    first = False
+                    with _quiet_torch_logs():
+                        return compiled(*args, **kwargs)
                 return compiled(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any backend failure: fall back, say so once
                 warnings.warn(f"--compile-optimizer: compiling the optimizer step failed "
@@ -107,6 +113,18 @@ def compile_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
         return eager(*args, **kwargs)
 
     optimizer.step = step
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    """torch's loggers at ERROR for the duration (warnings and errors still raise as usual)."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def set_mode(net: nn.Module, training: bool) -> None:
