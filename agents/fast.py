@@ -11,6 +11,9 @@
   that one forward over ``cat([obs, next_obs])`` equals two forwards (``fused_forward``) and
   a captured forward stays valid (``cuda_graphs``). Batch-statistics norms (BatchNorm,
   EvoNorm-B0, PowerNorm, ...) would see other statistics, or keep Python-side counters.
+* :func:`compile_optimizer_step` (``--compile-optimizer``): the optimizer step compiled into one
+  fused kernel (the MinAtar preset's default; ``scripts/bench_minatar.py``).
+* :func:`set_mode`: train/eval mode switched only when some module is in the other one.
 * :class:`GraphedLoss` (``--cuda-graphs``): the loss, forward and backward of an update
   captured once in a CUDA graph and replayed on each new batch (Nguyen et al., "Accelerating
   PyTorch with CUDA Graphs", PyTorch blog 2021; the "partial-network capture" pattern of the
