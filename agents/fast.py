@@ -25,13 +25,13 @@ Throughput numbers and what helped where: ``scripts/bench_throughput.py``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from crl.logging import quiet_logger
 from crl.options import option
 
 PER_SAMPLE_NORMS = frozenset({"none", "layernorm", "nap", "rmsnorm", "groupnorm", "evonorm-s0"})
@@ -106,7 +106,7 @@ def compile_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
             try:
                 if first:  # compiling: torch's informational warnings (profiler hooks, no CUDA) are not the user's
                     first = False
-                    with _quiet_torch_logs():
+                    with quiet_logger("torch"):
                         return compiled(*args, **kwargs)
                 return compiled(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any backend failure: fall back, say so once
@@ -116,18 +116,6 @@ def compile_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
         return eager(*args, **kwargs)
 
     optimizer.step = step
-
-
-@contextlib.contextmanager
-def _quiet_torch_logs():
-    """torch's loggers at ERROR for the duration (warnings and errors still raise as usual)."""
-    logger = logging.getLogger("torch")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def set_mode(net: nn.Module, training: bool) -> None:

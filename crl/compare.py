@@ -54,21 +54,20 @@ import csv
 import difflib
 import fnmatch
 import glob
-import logging
 import math
 import re
 import struct
 import sys
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import yaml
 
 from crl.errors import UserError
+from crl.logging import quiet_logger
 
 GROUP_EXCLUDE = ("seed", "name", "run_dir", "resume", "progress")
 DEFAULT_TAGS = ("eval/*/score", "train/episode_return", "forgetting/*", "plasticity/*")
@@ -226,19 +225,6 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-@contextmanager
-def _quiet_tensorboard() -> Iterator[None]:
-    """TensorBoard's reader warns about a "TensorFlow restart" at every resume purge; compare reports
-    what matters (emptied tags, differing final steps) in its own notes instead."""
-    logger = logging.getLogger("tensorboard")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def cut_off(event_file: Path) -> bool:
     """Whether ``event_file`` ends inside a record (the writer was killed mid-write).
 
@@ -284,7 +270,9 @@ def read_run(path: Path) -> Run:
     if not files:
         raise UserError(f"crl compare: run directory '{path}' has no TensorBoard event file")
     acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
-    with _quiet_tensorboard():
+    # TensorBoard's reader warns about a "TensorFlow restart" at every resume purge; compare reports
+    # what matters (emptied tags, differing final steps) in its own notes instead.
+    with quiet_logger("tensorboard"):
         acc.Reload()
     restarts = []
     for tag in acc.Tags().get("scalars", []):

@@ -5,13 +5,15 @@ Tag scheme (same for every agent, see docs/design.md): ``train/*``, ``eval/<task
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -150,3 +152,16 @@ class RunLogger:
         self._bar.close()
         self.writer.flush()
         self.writer.close()
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """The stdlib logger ``name`` (and its children) at ERROR for the duration, then as before:
+    for third-party notices that are not the user's business (TensorBoard's reader, torch.compile)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
