@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,23 @@ def strict_json(value: Any) -> Any:
     return value
 
 
+def _wait_past_event_files(run_dir: Path) -> None:
+    """Wait until the clock's second is past that of every event file in ``run_dir``.
+
+    TensorBoard reads a run's event files in name order, ``events.out.tfevents.<second>.<host>.<pid>``:
+    a resumed run's file must sort after the killed run's, or its purge (see :class:`RunLogger`)
+    comes before the events it should remove and the curves read back out of order. Within one
+    second the order would be that of the process ids as strings, i.e. chance; so wait (at most a
+    second, only when resuming that fast; a file stamped further ahead, by another machine's clock,
+    is not waited for).
+    """
+    seconds = [int(m.group(1)) for p in run_dir.glob("events.out.tfevents.*")
+               if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", p.name))]
+    wait = max(seconds) + 1 - time.time() if seconds else 0.0
+    if 0 < wait <= 2:
+        time.sleep(wait)
+
+
 class RunLogger:
     """Writes scalars to TensorBoard and keeps the latest value of each tag for summary.json."""
 
@@ -65,6 +83,8 @@ class RunLogger:
         # checkpoint, so curves never double back. What the runner logs *at* that step (the evaluation,
         # train/* scalars, forgetting/* at a task end) comes before the checkpoint and must stay, hence
         # + 1; the DQN learner logs everything after a checkpoint at later env steps.
+        if start_step:
+            _wait_past_event_files(self.run_dir)
         self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step + 1 if start_step else None)
         self.latest: dict[str, float] = {}
         tty = _terminal_with_width(sys.stderr)
