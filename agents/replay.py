@@ -376,6 +376,8 @@ class ReplayBuffer:
         last_fl = fl[np.arange(b), m - 1]
         terminated = ((last_fl & _TERM) != 0).astype(np.float32)
         discounts = np.power(np.float64(gamma), m).astype(np.float32) * (1.0 - terminated)
+        if self._numpy_writes:
+            return self._assemble_host(idx, obs_slots, nxt_slots, r_slots, r_weights, discounts)
         ints = host_to_device(torch.from_numpy(np.concatenate(
             [idx, obs_slots.reshape(-1), nxt_slots.reshape(-1), r_slots.reshape(-1)])), self.device)
         floats = host_to_device(torch.from_numpy(np.concatenate(
@@ -392,6 +394,23 @@ class ReplayBuffer:
             "discounts": discounts,
             "indices": idx,
             "task_ids": self._tasks.view(-1).index_select(0, idx).to(torch.int64),
+        }
+
+    def _assemble_host(self, idx, obs_slots, nxt_slots, r_slots, r_weights, discounts) -> dict[str, torch.Tensor]:
+        """:meth:`_assemble`'s gathers on CPU storage, through its numpy views (a numpy gather of a
+        batch costs ~2 us, a torch ``index_select`` ~10 us); the same values, the returns summed
+        by the same torch reduction."""
+        v, b = self._host_views, idx.shape[0]
+        frames = v["_frames"]
+        rewards = v["_rewards"][r_slots] * r_weights.astype(np.float32)
+        return {
+            "obs": torch.from_numpy(frames[obs_slots.reshape(-1)].reshape(b, *self.obs_shape)),
+            "actions": torch.from_numpy(v["_actions"][idx].astype(np.int64)),
+            "returns": torch.from_numpy(rewards).sum(dim=1),
+            "next_obs": torch.from_numpy(frames[nxt_slots.reshape(-1)].reshape(b, *self.obs_shape)),
+            "discounts": torch.from_numpy(discounts.astype(np.float32)),
+            "indices": torch.from_numpy(idx.astype(np.int64)),
+            "task_ids": torch.from_numpy(v["_tasks"][idx].astype(np.int64)),
         }
 
     def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99) -> dict[str, torch.Tensor]:

@@ -15,7 +15,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from agents.fast import set_mode
 from crl import api
 from crl.config import make_config
 from crl.hooks import HookList
@@ -198,3 +200,14 @@ def test_compiled_optimizer_step_equals_eager_and_follows_the_schedule():
     assert 0 < schedules[1].lr < 1e-2  # mid-warmup: the lr changed at every step
     assert float(opts[0].param_groups[0]["lr"]) == pytest.approx(schedules[1].lr, rel=1e-6)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_set_mode_switches_when_any_submodule_is_in_the_other_mode():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.BatchNorm1d(2), nn.ReLU()))
+    set_mode(net, training=True)  # lists the modules
+    assert all(m.training for m in net.modules())
+    net[1][0].eval()  # e.g. user code, between two calls
+    set_mode(net, training=True)
+    assert all(m.training for m in net.modules())
+    set_mode(net, training=False)
+    assert not any(m.training for m in net.modules())

@@ -374,8 +374,9 @@ def test_state_dict_round_trip_samples_identically(device):
 
 
 def test_cpu_numpy_writes_equal_the_device_path():
-    """On CPU, ``add`` writes through numpy views of the storage; on CUDA through ``index_copy_``.
-    Forcing the device path on CPU must leave every stored byte and every sample identical."""
+    """On CPU, ``add`` writes and ``sample`` gathers through numpy views of the storage; on CUDA
+    through ``index_copy_`` and ``index_select``. Forcing the device path on CPU must leave every
+    stored byte and every sample (values, dtypes, shapes) identical."""
     fast, torch_path = (ReplayBuffer(3 * 25, 3, (4, 2, 3), 4, torch.int32, "cpu", seed=7) for _ in range(2))
     torch_path._numpy_writes = False
     for buf in (fast, torch_path):
@@ -384,8 +385,10 @@ def test_cpu_numpy_writes_equal_the_device_path():
     for k, v in fast.state_dict().items():
         other = torch_path.state_dict()[k]
         assert (torch.equal(v, other) if isinstance(v, torch.Tensor) else v == other), k
-    x, y = fast.sample(64, n_step=3), torch_path.sample(64, n_step=3)
-    assert all(torch.equal(x[k], y[k]) for k in x)
+    for n_step in (1, 3):
+        x, y = fast.sample(64, n_step=n_step), torch_path.sample(64, n_step=n_step)
+        assert x.keys() == y.keys()
+        assert all(x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]) for k in x)
 
 
 # ---------------------------------------------------------------- (6) vector observations
