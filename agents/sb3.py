@@ -91,7 +91,7 @@ def make_task_vec_env(task, num_envs: int, seed: int, clip_rewards: bool):
             first = self.envs[0]
             self.first_seed, self.seeded, self.clip = seed, False, clip_rewards
             self.ep_return, self.ep_len = np.zeros(num_envs), np.zeros(num_envs, np.int64)
-            self.on_episode = None  # (return, length) -> None; set by the learner, not pickled
+            self.on_episode = None  # (mean return, mean length) of a step's ended episodes; set by the learner, not pickled
             self._actions = None
             super().__init__(num_envs, first.single_observation_space, first.single_action_space)
 
@@ -108,7 +108,7 @@ def make_task_vec_env(task, num_envs: int, seed: int, clip_rewards: bool):
             self._actions = np.asarray(actions)
 
         def step_wait(self):
-            obs, rewards, dones, infos = [], [], [], []
+            obs, rewards, dones, infos, ended = [], [], [], [], []
             for k, env in enumerate(self.envs):
                 a = self._actions[k:k + 1]
                 o, r, term, trunc, _ = env.step(a)
@@ -119,14 +119,15 @@ def make_task_vec_env(task, num_envs: int, seed: int, clip_rewards: bool):
                 if term or trunc:
                     info["terminal_observation"] = o[0]
                     info["TimeLimit.truncated"] = trunc and not term
-                    if self.on_episode is not None:
-                        self.on_episode(self.ep_return[k], self.ep_len[k])
+                    ended.append((self.ep_return[k], self.ep_len[k]))
                     self.ep_return[k], self.ep_len[k] = 0.0, 0
                     o, *_ = env.step(a)  # NEXT_STEP autoreset: this step is the reset
                 obs.append(o[0])
                 rewards.append(max(-1.0, min(1.0, r)) if self.clip else r)
                 dones.append(term or trunc)
                 infos.append(info)
+            if ended and self.on_episode is not None:  # several envs ending at one step: their mean, one point
+                self.on_episode(*np.mean(ended, axis=0))
             return np.stack(obs), np.asarray(rewards, np.float32), np.asarray(dones), infos
 
         def close(self):
@@ -307,10 +308,12 @@ class SB3DQNLearner:
         if self.run is not None:
             self.run.hooks.after_optimizer_step(self.run)  # plasticity metrics (crl/metrics/hooks.py)
 
-    def _on_episode(self, ret: float, length: int) -> None:
+    def _on_episode(self, ret: float, length: float) -> None:
+        """The mean return and length of the episodes that ended at one vector step (one point per tag
+        and step, as crl's DQN logs them)."""
         step = self.env_steps + self.cfg.num_envs  # SB3 counts the step after the env returned
         self.run.logger.scalar("train/episode_return", float(ret), step)
-        self.run.logger.scalar("train/episode_length", int(length), step)
+        self.run.logger.scalar("train/episode_length", float(length), step)
 
     def _switch_env(self, task, task_index: int) -> None:
         """A new env for stream position ``task_index`` (seeded as crl's DQN seeds its env); at a new task

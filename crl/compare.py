@@ -4,8 +4,11 @@ Each argument is a run directory (it holds ``config.yaml`` and an event file), a
 above run directories (every run below it is used, as ``tensorboard --logdir`` would), or a
 glob of those. Runs are grouped by their ``config.yaml`` with ``seed``, ``name``, ``run_dir``,
 ``resume`` and ``progress`` left out, so the runs of a group differ only by seed. Groups are
-labelled by the config fields that differ between groups. ``--resamples`` (default 2000) is
-the number of bootstrap draws of every band and interval, plots and tables alike.
+labelled by the config fields that differ between groups (a field's values in quotes where a
+string would read like another group's value: ``lr=1`` and ``lr='1'``). Runs of one group that
+share a seed (a copied run, one command under two names) stay in its statistics, which count
+them as independent: a warning on stderr and a note in the table say so. ``--resamples``
+(default 2000) is the number of bootstrap draws of every band and interval, plots and tables alike.
 
 Written to ``--out``:
 
@@ -25,8 +28,10 @@ Written to ``--out``:
     replacement within each task, here one task per tag); with 2-4 runs the mean with a 95%
     percentile-bootstrap CI, marked in the table because with so few runs it under-covers;
     with one run the value and no CI (empty CSV cells, ``n/a`` in the table). The
-    Markdown table ends with notes: groups whose runs end at different steps, tags left out,
-    event files that restart or are cut off. ``crl compare`` also prints it.
+    Markdown table ends with notes: runs of a group that share a seed (its runs column then
+    also gives the distinct seeds, as ``n_seeds`` does in the CSV), groups whose runs end at
+    different steps, tags left out, event files that restart or are cut off. ``crl compare``
+    also prints it.
 ``runs.csv``
     The final value of every run and tag (group, run directory, seed, tag, step, value).
 ``aggregate.md`` / ``aggregate.csv`` (``--aggregate PATTERN``)
@@ -309,11 +314,12 @@ def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
     configs = [dict(k) for k in groups]
     keys = sorted({k for c in configs for k in c})
     differing = [k for k in keys if len({c.get(k) for c in configs}) > 1]
+    shown = {k: _shown([c.get(k) for c in configs]) for k in differing}
     labels: dict[str, list[Run]] = {}
     for key, members in groups.items():
         c = dict(key)
         if differing:
-            label = ", ".join(f"{k}={_unrepr(c.get(k))}" for k in differing)
+            label = ", ".join(f"{k}={shown[k][c.get(k)]}" for k in differing)
         else:
             cfg = members[0].config
             label = f"{cfg.get('scenario', '?')}: {cfg.get('agent', '?')}, norm={cfg.get('norm', '?')}"
@@ -321,10 +327,48 @@ def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
     return labels
 
 
+def _shown(values: Sequence[str | None]) -> dict[str | None, str]:
+    """Label text of each value (a repr, or None where the field is unset) of one field: strings
+    unquoted, unless that makes two values read alike (1 and '1'); then every value as its repr, so
+    that two groups never share a label (one would replace the other)."""
+    plain = {v: _unrepr(v) for v in values}
+    if len(set(plain.values())) == len(plain):
+        return plain
+    return {v: "-" if v is None else v for v in plain}
+
+
 def _unrepr(text: str | None) -> str:
     if text is None:
         return "-"
     return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" else text
+
+
+def repeated_seeds(groups: dict[str, list[Run]]) -> list[tuple[str, Any, list[Path]]]:
+    """``(group, seed, run directories)`` for every seed that two or more runs of one group share (a
+    copied run, or one command run under two names): those runs are not independent samples."""
+    found = []
+    for label, members in groups.items():
+        by_seed: dict[str, list[Run]] = {}
+        for r in members:
+            by_seed.setdefault(repr(r.seed), []).append(r)  # repr: a seed may be any YAML value
+        found += [(label, same[0].seed, [r.path for r in same]) for same in by_seed.values() if len(same) > 1]
+    return found
+
+
+def _seed_text(label: str, seed: Any, paths: Sequence[Path]) -> str:
+    return f"{label}: seed {seed} is in {len(paths)} runs ({', '.join(str(p) for p in paths)})"
+
+
+def repeated_seed_notes(repeats: Sequence[tuple[str, Any, list[Path]]]) -> list[str]:
+    """The table's note on each repeated seed of :func:`repeated_seeds`."""
+    return [f"{_seed_text(*rep)}: not independent samples, yet each counts as a run in this group's values "
+            "and intervals, which are therefore too narrow; leave out all but one of them" for rep in repeats]
+
+
+def repeated_seed_warnings(repeats: Sequence[tuple[str, Any, list[Path]]]) -> list[str]:
+    """One ``warning:`` line for each repeated seed of :func:`repeated_seeds`."""
+    return [f"warning: crl compare: group {_seed_text(*rep)}: not independent samples, so the group's intervals "
+            "are too narrow (see the table's notes)" for rep in repeats]
 
 
 # ----------------------------------------------------------------------------- tags
@@ -514,8 +558,9 @@ def ends_apart(steps: Sequence[np.ndarray]) -> bool:
 
 def summarize(plan: dict[str, dict[str, list[Run]]], resamples: int,
               seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    """``(rows, per_run, notes)``: one row per group and tag, one per run and tag, and a note for
-    every group and tag whose runs end apart (:func:`ends_apart`)."""
+    """``(rows, per_run, notes)``: one row per group and tag (``n_seeds``: its distinct seeds, fewer than
+    ``n_runs`` where runs repeat a seed), one per run and tag, and a note for every group and tag whose
+    runs end apart (:func:`ends_apart`)."""
     rows, per_run, notes = [], [], []
     for tag, groups in plan.items():
         for label, members in groups.items():
@@ -525,9 +570,10 @@ def summarize(plan: dict[str, dict[str, list[Run]]], resamples: int,
                                 "value": value})
             s = final_summary([v for _, v in finals], resamples, seed)
             steps = [st for st, _ in finals]
-            rows.append({"group": label, "tag": tag, "n_runs": s["n"], "statistic": s["statistic"],
-                         "value": s["value"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
-                         "final_step": max(steps), "final_step_min": min(steps)})
+            seeds = {repr(m.seed) for m in members}
+            rows.append({"group": label, "tag": tag, "n_runs": s["n"], "n_seeds": len(seeds),
+                         "statistic": s["statistic"], "value": s["value"], "ci_low": s["ci_low"],
+                         "ci_high": s["ci_high"], "final_step": max(steps), "final_step_min": min(steps)})
             if ends_apart([m.scalars[tag][0] for m in members]):
                 first = members[steps.index(min(steps))].path
                 notes.append(f"{label}, `{tag}`: the runs end at different steps ({min(steps)} to {max(steps)}; "
@@ -549,7 +595,8 @@ def _md_row(r: dict[str, Any]) -> str:
     step = str(r["final_step"]) if r["final_step"] == r["final_step_min"] else \
         f"{r['final_step_min']} to {r['final_step']}"
     group = r["group"].replace("|", "\\|")
-    return (f"| {group} | `{r['tag']}` | {r['n_runs']} | {r['statistic']}{' ' + FEW_RUNS_MARK if few else ''} | "
+    runs = f"{r['n_runs']} ({r['n_seeds']} seeds)" if r["n_seeds"] < r["n_runs"] else str(r["n_runs"])
+    return (f"| {group} | `{r['tag']}` | {runs} | {r['statistic']}{' ' + FEW_RUNS_MARK if few else ''} | "
             f"{_fmt(r['value'])} | {ci} | {step} |")
 
 
@@ -576,8 +623,8 @@ def write_tables(plan: dict[str, dict[str, list[Run]]], out: Path, resamples: in
     """Write ``final_values.csv``, ``runs.csv`` and ``final_values.md`` (with ``notes`` and the notes
     on differing final steps); returns the rows and the Markdown."""
     rows, per_run, step_notes = summarize(plan, resamples, seed)
-    _write_csv(out / "final_values.csv", ["group", "tag", "n_runs", "statistic", "value", "ci_low", "ci_high",
-                                          "final_step", "final_step_min"], rows)
+    _write_csv(out / "final_values.csv", ["group", "tag", "n_runs", "n_seeds", "statistic", "value", "ci_low",
+                                          "ci_high", "final_step", "final_step_min"], rows)
     _write_csv(out / "runs.csv", ["group", "run_dir", "seed", "tag", "step", "value"], per_run)
     md = markdown_table(rows, [*step_notes, *notes], resamples)
     (out / "final_values.md").write_text(md, encoding="utf-8")
@@ -633,7 +680,8 @@ def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str
             resamples: int = DEFAULT_RESAMPLES, seed: int = 0, aggregate: str | None = None,
             gamma: float = 1.0) -> dict[str, Any]:
     """Read the runs, write the PNGs and tables to ``out``; returns what was written (``markdown``:
-    the table as written, ``notes``: its notes; ``aggregate``: the Markdown of ``--aggregate``)."""
+    the table as written, ``notes``: its notes; ``aggregate``: the Markdown of ``--aggregate``;
+    ``repeated_seeds``: :func:`repeated_seeds` of the groups)."""
     _check_resamples(resamples)
     runs = [read_run(p) for p in find_runs(run_dirs)]
     chosen, tag_notes = select_tags(runs, tags)
@@ -642,7 +690,8 @@ def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str
     if not plan:
         raise UserError("crl compare: nothing left to compare: every chosen tag is forgetting/* and every run saw a "
                         "single task (forgetting has no value there); choose other --tags")
-    notes = [*tag_notes, *task_notes, *[n for r in runs for n in r.notes]]
+    repeats = repeated_seeds(groups)
+    notes = [*repeated_seed_notes(repeats), *tag_notes, *task_notes, *[n for r in runs for n in r.notes]]
     out = Path(out)
     colors = {label: f"C{k % 10}" for k, label in enumerate(groups)}  # a group keeps its colour in every plot
     try:
@@ -657,7 +706,8 @@ def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str
         raise UserError(f"crl compare: cannot write to --out {out}: {err.strerror or err}") from None
     return {"runs": [r.path for r in runs], "groups": {k: [r.path for r in v] for k, v in groups.items()},
             "tags": list(plan), "plots": plots, "table": out / "final_values.md", "csv": out / "final_values.csv",
-            "runs_csv": out / "runs.csv", "rows": rows, "markdown": md, "notes": notes, "aggregate": agg}
+            "runs_csv": out / "runs.csv", "rows": rows, "markdown": md, "notes": notes, "aggregate": agg,
+            "repeated_seeds": repeats}
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -703,6 +753,8 @@ def main_from_args(args: argparse.Namespace) -> int:
     few = few_runs_warning(result["groups"], bool(result["aggregate"]))
     if few:
         print(few, file=sys.stderr)
+    for line in repeated_seed_warnings(result["repeated_seeds"]):
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -233,3 +233,20 @@ def test_sb3_dqn_reaches_475_on_cartpole_two_of_three_seeds(tmp_path):
         if solved == 2:
             break
     assert solved >= 2, f"best mean eval returns per seed: {[r.best for r in runs]}"
+
+
+def test_several_envs_one_point_per_tag_and_step(tmp_path):
+    """Episodes of several envs ending at one vector step give one point per tag at that step, their mean
+    (as crl's own DQN logs them): two points at one x would be two different values for one step."""
+    root = tmp_path / "runs"
+    argv = ["gym", "--agent", "sb3-dqn", "--run-dir", str(root), "--no-progress", "--name", "v", "--num-envs", "8",
+            "--steps", "400", "--learning-starts", "100", "--eval-every", "400", "--eval-episodes", "1",
+            "--checkpoint-every", "400", "--log-every", "100", "--metrics-every", "0"]
+    assert main(argv) == 0
+    s = _scalars(_run_dir(root, "v"))
+    for tag, points in s.items():
+        steps = [st for st, _ in points]
+        assert len(steps) == len(set(steps)), tag
+    # 8 CartPole envs of random-ish play (episodes of ~10-40 steps): many steps end several at once
+    assert len(s["train/episode_return"]) >= 10
+    assert all(r == pytest.approx(ln) for (_, r), (_, ln) in zip(s["train/episode_return"], s["train/episode_length"]))
