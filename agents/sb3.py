@@ -19,8 +19,9 @@ so that updates per env step are ``1 / --train-freq``, as in crl's DQN; or SB3's
 SB3's MlpPolicy) with ``--torso mlp``, or SB3's CnnPolicy (NatureCNN) with ``--torso nature``;
 ``--clip-rewards`` clips the rewards SB3 learns from (raw returns are logged) and
 ``--reset-replay-per-task`` empties SB3's buffer at each task change. SB3's defaults for the rest:
-tau 1.0 (hard target copies), Huber loss, no double DQN (``--double-dqn`` does not apply: SB3's DQN
-bootstraps with the target network's max), one scalar Q output per action (crl's value heads do not apply).
+tau 1.0 (hard target copies), Huber loss, no double DQN (SB3's DQN bootstraps with the target network's
+max: ``--double-dqn`` is refused, and recorded as off when left out), one scalar Q output per action (crl's
+value heads do not apply).
 Refused with one error line: another ``--torso``, ``--norm``, ``--activation``, ``--reparam``, ``--optimizer``,
 an ``--intervention``, ``--lr-schedule`` other than constant or ``--lr-warmup``: they are crl's, not SB3's.
 
@@ -61,6 +62,15 @@ class SB3Options:
                                     "--train-freq)", check="non_negative")
     sb3_gradient_steps: int = option(0, "sb3-dqn: SB3's gradient_steps after each rollout (0: from --train-freq, "
                                         "or 1 with --sb3-train-freq)", check="non_negative")
+
+    def fit_budget(self, cfg, explicit: set[str]) -> list[str]:
+        """``--double-dqn`` (crl's DQN default) does not exist in SB3's DQN: refused when asked for, else
+        recorded as off, so a run's config.yaml says what SB3 ran."""
+        if cfg.double_dqn and "double_dqn" in explicit:
+            raise UserError("--double-dqn: --agent sb3-dqn runs SB3's own DQN, which bootstraps with the target "
+                            "network's max; accepted: --no-double-dqn (or leave it out)")
+        cfg.double_dqn = False
+        return []
 
 
 # ----------------------------------------------------------------------------- environments

@@ -250,3 +250,14 @@ def test_several_envs_one_point_per_tag_and_step(tmp_path):
     # 8 CartPole envs of random-ish play (episodes of ~10-40 steps): many steps end several at once
     assert len(s["train/episode_return"]) >= 10
     assert all(r == pytest.approx(ln) for (_, r), (_, ln) in zip(s["train/episode_return"], s["train/episode_length"]))
+
+
+def test_double_dqn_refused_when_asked_and_recorded_off_otherwise(tmp_path, capsys):
+    root = tmp_path / "runs"
+    common = ["gym", "--agent", "sb3-dqn", "--run-dir", str(root), "--no-progress", "--steps", "10"]
+    assert main([*common, "--double-dqn", "--name", "d"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --double-dqn:") and "--no-double-dqn" in err[0]
+    assert not (root / "gym").exists()  # nothing written
+    assert main([*common, "--name", "n"]) == 0
+    assert "double_dqn: false" in (_run_dir(root, "n") / "config.yaml").read_text()
