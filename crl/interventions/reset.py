@@ -26,6 +26,11 @@ What it does (``--intervention reset``):
   same structure (DQN), the reset modules are copied into it too, so the bootstrap target is
   not computed by the stale head until the next sync (the paper resets online and target
   critics together). Off: the target keeps the old layers until its next copy.
+* **Logged**: ``train/reset_count``, the number of resets so far, at the learner step of the reset
+  (:func:`crl.hooks.learner_step`). A periodic reset on the last update of a task and the reset at
+  the start of the next task happen at the same step: both are real re-initialisations (the second
+  draws the layers afresh again; their optimizer state is already gone), both are counted, and that
+  step gets one point, the count after both.
 
 This file also holds the re-initialisation helpers used by ReDo and shrink-and-perturb.
 """
@@ -141,6 +146,7 @@ class LayerReset(Hook):
         self.modules: list[str] = []
         self.resets = 0
         self._updates = 0
+        self._pending_step: int | None = None  # a count not yet logged: the task start at this step resets too
 
     def on_run_start(self, run) -> None:
         net = run.learner.network
@@ -166,13 +172,30 @@ class LayerReset(Hook):
     def on_task_start(self, run, task_index, task) -> None:
         if self.every_task and task_index > 0:
             self.reset(run.learner)
+            self._pending_step = None  # this point holds the count after a periodic reset at the same step too
             _log(run, "train/reset_count", self.resets)
 
     def after_optimizer_step(self, run) -> None:
+        if self._pending_step != learner_step(run):  # written once the learner is past its step: one point per step
+            self._flush(run)
         self._updates += 1
         if self.every and self._updates % self.every == 0:
             self.reset(run.learner)
-            _log(run, "train/reset_count", self.resets)
+            if self.every_task and _next_task_starts_at_this_step(run):
+                self._pending_step = learner_step(run)  # on_task_start logs the count after both resets
+            else:
+                _log(run, "train/reset_count", self.resets)
+
+    def on_run_end(self, run) -> None:
+        self._flush(run)
+
+    def _flush(self, run) -> None:
+        """Log a count held back for a task start that did not come at its step (a safeguard)."""
+        if self._pending_step is not None:
+            logger = getattr(run, "logger", None)
+            if logger is not None:
+                logger.scalar("train/reset_count", self.resets, self._pending_step)
+            self._pending_step = None
 
     def state_dict(self):
         return {"init_values": {k: v.cpu() for k, v in self.init_values.items()}, "resets": self.resets,
@@ -182,6 +205,19 @@ class LayerReset(Hook):
         if state:
             self.init_values = dict(state["init_values"])
             self.resets, self._updates = state["resets"], state["updates"]
+
+
+def _next_task_starts_at_this_step(run) -> bool:
+    """Whether this update is the last of a task that another task follows, i.e. ``on_task_start``
+    comes next at this same learner step. Read from crl's :class:`~crl.runner.Runner` (during
+    ``learner.train`` its ``global_step`` and ``step_in_task`` are those of the chunk's start); a run
+    without task budgets (the Avalanche bridge) is never known to."""
+    try:
+        task_end = run.global_step - run.step_in_task + run.budget(run.task)
+        more_tasks = run.task_index + 1 < len(run.stream)
+    except (AttributeError, TypeError):
+        return False
+    return more_tasks and learner_step(run) == task_end
 
 
 def _log(run, tag: str, value: float) -> None:
