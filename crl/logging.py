@@ -55,6 +55,20 @@ def strict_json(value: Any) -> Any:
     return value
 
 
+def _tags_at_step(run_dir: Path, step: int) -> set[str]:
+    """The scalar tags the event files of ``run_dir`` hold at ``step`` (none when ``step`` is 0: a new run)."""
+    if not step:
+        return set()
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    tags = set()
+    for path in run_dir.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            if event.step == step and event.HasField("summary"):
+                tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
 def _wait_past_event_files(run_dir: Path) -> None:
     """Wait until the clock's second is past that of every event file in ``run_dir``.
 
@@ -83,6 +97,9 @@ class RunLogger:
         # checkpoint, so curves never double back. What the runner logs *at* that step (the evaluation,
         # train/* scalars, forgetting/* at a task end) comes before the checkpoint and must stay, hence
         # + 1; the DQN learner logs everything after a checkpoint at later env steps.
+        # Tags the killed run already wrote at the checkpoint's step after the checkpoint (the next task's
+        # on_task_start: e.g. train/reset_count); the purge keeps that step, so they are not written again.
+        self._resume_step, self._written_at_resume = start_step, _tags_at_step(self.run_dir, start_step)
         if start_step:
             _wait_past_event_files(self.run_dir)
         self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step + 1 if start_step else None)
@@ -99,7 +116,8 @@ class RunLogger:
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         value = float(value)
-        self.writer.add_scalar(tag, value, step)
+        if step != self._resume_step or tag not in self._written_at_resume:
+            self.writer.add_scalar(tag, value, step)
         self.latest[tag] = value
         if tag == "train/episode_return":
             self._last_return = value

@@ -132,6 +132,9 @@ class Runner:
             self.step_in_task = 0
             next_eval = (self.global_step // cfg.eval_every + 1) * cfg.eval_every
             self.checkpoint()
+            # past this checkpoint: else a boundary on a multiple of --checkpoint-every checkpoints again after
+            # the next task's on_task_start (resets, schedule restarts), which a resume would then run twice
+            next_ckpt = (self.global_step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         return self._finish(checkpoint=False)
 
     def _finish(self, checkpoint: bool) -> dict[str, Any]:

@@ -1,12 +1,19 @@
-"""A resumed run's event file sorts after the killed run's (crl/logging.py), so TensorBoard applies the
-resume's purge after reading the killed run's events and every curve reads back in step order."""
+"""Resuming leaves every curve as an uninterrupted run's: the resumed event file sorts after the killed
+run's (so TensorBoard applies the resume's purge after reading it), a point the killed run wrote at the
+checkpoint's step after the checkpoint is not written twice, and the checkpoint at a task boundary is
+the state before the next task's ``on_task_start`` (crl/logging.py, crl/runner.py)."""
 from __future__ import annotations
 
+import shutil
 import time
+from collections import Counter
 
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from crl.checkpoint import load_latest_checkpoint
+from crl.cli import main
 from crl.config import make_config
 from crl.logging import RunLogger
 
@@ -35,3 +42,37 @@ def test_resume_within_the_same_second_still_sorts_after_the_killed_runs_file(tm
     ea.Reload()
     assert [(e.step, e.value) for e in ea.Scalars("train/loss")] == [(100, 100.0), (200, 200.0), (300, -300.0),
                                                                      (400, -400.0)]
+
+
+def _curves(run_dir):
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    ea.Reload()
+    return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"] if not t.startswith("perf/")}
+
+
+def test_resume_from_a_task_boundary_with_a_reset_at_task_start_is_exact(tmp_path):
+    # 2 tasks x 20 updates, a checkpoint every 20: the boundary at 20 is a checkpoint step, and the reset
+    # intervention re-initialises the output layer in on_task_start of task 1, right after that checkpoint
+    argv = ["run", "split-digits", "--n-tasks", "2", "--epochs", "0", "--steps", "20", "--mlp-hidden", "16",
+            "--intervention", "reset", "--run-dir", str(tmp_path), "--no-progress", "--metrics-every", "0",
+            "--log-every", "1", "--checkpoint-every", "20", "--eval-every", "20", "--name", "ref"]
+    assert main(argv) == 0
+    (ref,) = tmp_path.glob("*/*/ref")
+    killed = ref.parent / "killed"
+    shutil.copytree(ref, killed)
+    # as if killed during task 1: its events up to the end are there, its last checkpoint is the boundary's
+    for p in (killed / "checkpoints").glob("step_000000000040.*"):
+        p.unlink()
+    (killed / "summary.json").unlink()
+    state = load_latest_checkpoint(killed)
+    assert state["runner"]["global_step"] == 20 and state["runner"]["task_index"] == 1
+    (reset_state,) = [v for k, v in state["hooks"].items() if k.endswith(":reset")]
+    assert reset_state["resets"] == 0  # taken before task 1's on_task_start, so resuming resets exactly once
+
+    assert main(["run", "split-digits", "--resume", str(killed)]) == 0
+    got, want = _curves(killed), _curves(ref)
+    assert got == want
+    assert want["train/reset_count"] == [(20, 1.0)]
+    assert all(max(Counter(s for s, _ in points).values()) == 1 for points in got.values())
+    a, b = (load_latest_checkpoint(d)["learner"]["network"] for d in (ref, killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
