@@ -10,7 +10,9 @@
     last step included), never twice at one step; the two metrics of one optimizer step
     (``grad_norm``, ``update_ratio``) at the update right after each of those optimizer steps.
     A learner that has not updated yet (DQN before ``--learning-starts``) has nothing logged
-    at the multiples before its first update.
+    at the multiples before its first update. A resumed run logs the same points as an
+    uninterrupted one: the next metric step and whether the update after a metric step is
+    still to be measured are part of the checkpoint.
 
     **What.** On the learner's fixed probe batch of the current task
     (``learner.probe_batch(task)``: 256 inputs of that task's own data, drawn once per task),
@@ -249,7 +251,8 @@ class PlasticityHook(Hook):
             self.init_params = self._to_device(self.init_params, net)
             if self.task_params is not None:
                 self.task_params = self._to_device(self.task_params, net)
-        self.next_at = max(self.next_at, (learner_step(run) // self.every + 1) * self.every)
+            if self._armed:  # checkpointed between a metric step and the next update: its step metrics follow
+                self._arm(net)
 
     def on_task_start(self, run, task_index: int, task) -> None:
         self.task_params = _snapshot(run.learner.network)
@@ -514,7 +517,7 @@ class PlasticityHook(Hook):
     def state_dict(self) -> dict[str, Any]:
         cpu = lambda d: None if d is None else {k: v.cpu() for k, v in d.items()}  # noqa: E731
         return {"next_at": self.next_at, "count": self.count, "forward_count": self.forward_count,
-                "seconds": self.seconds, "logged_at": self.logged_at,
+                "seconds": self.seconds, "logged_at": self.logged_at, "armed": self._armed,
                 "init_params": cpu(self.init_params), "task_params": cpu(self.task_params)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -522,6 +525,7 @@ class PlasticityHook(Hook):
             self.next_at, self.count, self.seconds = state["next_at"], state["count"], state["seconds"]
             self.forward_count = state.get("forward_count", 0)
             self.logged_at = state.get("logged_at")
+            self._armed = state.get("armed", False)  # re-armed on the network at on_run_start
             self.init_params, self.task_params = state["init_params"], state["task_params"]
 
 
