@@ -415,7 +415,7 @@ class MetaRescale(Hook):
         return {"rescaler": {k: v.cpu() for k, v in self.rescaler.state_dict().items()},
                 "meta_opt": self.meta_opt.state_dict(), "loss_mean": self.loss_mean.cpu(),
                 "loss_var": self.loss_var.cpu(), "stats_ready": self.stats_ready, "updates": self.updates,
-                "meta_steps": self.meta_steps}
+                "meta_steps": self.meta_steps, "last_meta_loss": self.last_meta_loss}
 
     def load_state_dict(self, state):
         if state:
@@ -424,6 +424,7 @@ class MetaRescale(Hook):
             self.loss_mean = state["loss_mean"].clone()
             self.loss_var = state["loss_var"].clone()
             self.stats_ready, self.updates, self.meta_steps = state["stats_ready"], state["updates"], state["meta_steps"]
+            self.last_meta_loss = state.get("last_meta_loss", float("nan"))  # logged with the next scalars
 
 
 def from_config(cfg) -> MetaRescale:
