@@ -196,11 +196,14 @@ class DQNAgent:
                                          **opt_args)
         if cfg.fused_optimizer:
             fast.use_fused_kernel(self.optimizer)
-        steps_per_task = max(1, cfg.steps // cfg.train_freq)
+        # horizons in updates: one per --train-freq env steps, none before --learning-starts
+        budgets = [t.steps or cfg.steps for t in scenario.stream()]
         restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
         self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, opt_args["lr"],
-                                   total_steps=steps_per_task * len(scenario.stream()), warmup_steps=cfg.lr_warmup,
-                                   restart_per_task=restart, steps_per_task=steps_per_task, **nap.schedule_ends(cfg))
+                                   total_steps=self._updates_in(sum(budgets), 0), warmup_steps=cfg.lr_warmup,
+                                   restart_per_task=restart, steps_per_task=self._updates_in(budgets[0], 0),
+                                   **nap.schedule_ends(cfg))
+        self.schedule_task = -1  # the stream position whose schedule segment runs (restarted at each new one)
         # frames per observation: a task may say (MinAtar: 1, its channels are not frames); else image = stacked frames
         stack = int(scenario.tasks[0].info.get("frame_stack", self.obs_shape[0] if len(self.obs_shape) == 3 else 1))
         obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
@@ -222,6 +225,12 @@ class DQNAgent:
         self._loss_sum = torch.zeros((), device=device)
         self._loss_count = 0
         self._setup_speed(cfg)
+
+    def _updates_in(self, env_steps: int, start: int) -> int:
+        """Updates in ``env_steps`` env steps from global env step ``start`` (none before
+        ``--learning-starts``), at least the LR warmup so a schedule always fits."""
+        learning = env_steps - max(0, self.cfg.learning_starts - start)
+        return max(1, self.cfg.lr_warmup, learning // self.cfg.train_freq)
 
     def _setup_speed(self, cfg) -> None:
         """The rest of the config's "speed" section (agents/fast.py); none of it changes the math."""
@@ -380,6 +389,9 @@ class DQNAgent:
         cfg, n, run = self.cfg, self.cfg.num_envs, self.run
         if self.env_task_index != run.task_index:
             self._switch_env(task, run.task_index)
+        if self.schedule_task != run.task_index:  # a new task (not a resume inside one): --lr-restart-per-task
+            self.schedule.on_task_start(self._updates_in(task.steps or cfg.steps, self.env_steps))
+            self.schedule_task = run.task_index
         # --overlap-env needs an env whose step() is send() + recv() over all its envs (ale-py's vector env)
         overlap = cfg.overlap_env and hasattr(self.env, "send") and getattr(self.env, "batch_size", 0) == n
         done_steps = 0
@@ -499,7 +511,7 @@ class DQNAgent:
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "replay": self.replay.state_dict() if self.cfg.checkpoint_replay else None,
             "np_rng": self.np_rng.bit_generator.state, "env": env_bytes,
-            "env_task_index": self.env_task_index,
+            "env_task_index": self.env_task_index, "schedule_task": self.schedule_task,
             "episode": None if self.env is None else (self.obs, self.prev_done, self.ep_return, self.ep_len),
             "counters": (self.env_steps, self.updates, self.update_debt, self.next_target_sync),
             "probes": {k: v.cpu() for k, v in self.probes.items()},
@@ -513,6 +525,8 @@ class DQNAgent:
         if self.cfg.compile_optimizer:
             fast.tensor_lrs(self.optimizer)
         self.schedule.load_state_dict(state["schedule"])
+        # checkpoints before schedule_task existed: the task they stopped in had started its segment
+        self.schedule_task = state.get("schedule_task", self.run.task_index if self.run is not None else -1)
         if state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])
         self.np_rng.bit_generator.state = state["np_rng"]

@@ -67,6 +67,43 @@ def test_nap_alone_gives_warmup_and_cosine_restarted_at_each_task(tmp_path):
     assert lr[horizon + 1] < 1e-3 * 0.2 and lr[horizon + warmup] == pytest.approx(peak, rel=1e-5)  # restarted
 
 
+TWO_CARTPOLES = """
+import crl
+
+@crl.register_scenario("two-cartpoles", "CartPole twice", kind="rl")
+def two(cfg):
+    return crl.Scenario("two-cartpoles", [crl.RLTask("a", crl.gym_env_factory("CartPole-v1")),
+                                          crl.RLTask("b", crl.gym_env_factory("CartPole-v1"))])
+"""
+
+
+def test_nap_schedule_restarts_at_each_task_in_dqn(tmp_path):
+    # NaP's headline setting is sequential RL: the DQN learner must restart the warmup + cosine at each task,
+    # over that task's updates (one per env step here; none before --learning-starts, so task 0 has fewer)
+    (tmp_path / "two.py").write_text(TWO_CARTPOLES)
+    argv = ["run", str(tmp_path / "two.py"), "--norm", "nap", "--steps", "600", "--learning-starts", "100",
+            "--train-freq", "1", "--eval-every", "600", "--eval-episodes", "1", "--metrics-every", "0",
+            "--log-every", "50", "--run-dir", str(tmp_path), "--no-progress", "--name", "nap"]
+    assert main(argv) == 0
+    (run_dir,) = tmp_path.glob("*/*/nap")
+    lr = dict(_scalars(run_dir, "train/lr"))
+    peak, init, final, warmup = 1e-3, 1e-8, 1e-6, 60  # gym preset lr; warmup: a tenth of 600 updates
+
+    def want(k, horizon):  # the lr after k updates of a task of `horizon` updates
+        if k < warmup:
+            return init + (peak - init) * k / warmup
+        if k >= horizon:
+            return final
+        return final + (peak - final) * 0.5 * (1 + math.cos(math.pi * (k - warmup) / (horizon - warmup)))
+
+    # task 0: updates at env steps 100..600 (k = step - 99), horizon 500; task 1: k = step - 600, horizon 600
+    for step in range(100, 601, 50):
+        assert lr[step] == pytest.approx(want(step - 99, 500), rel=1e-5), step
+    for step in range(650, 1201, 50):
+        assert lr[step] == pytest.approx(want(step - 600, 600), rel=1e-5), step
+    assert lr[600] == pytest.approx(final) and lr[650] < peak and lr[700] > 0.5 * peak  # restarted, warmed up
+
+
 def test_nap_schedule_flags_still_override(tmp_path):
     argv = ["run", "split-digits", "--n-tasks", "2", "--norm", "nap", "--epochs", "0", "--steps", "40",
             "--run-dir", str(tmp_path), "--no-progress", "--metrics-every", "0", "--mlp-hidden", "16",
