@@ -18,7 +18,8 @@ Into Avalanche (an Avalanche user keeps their strategy):
   (``crl.interventions``) that crl's runner drives, fed from Avalanche's events
   (``before_training`` -> ``on_run_start`` once, ``before_training_exp`` -> ``on_task_start``,
   ``before_backward`` -> ``transform_loss`` on the mini-batch loss, ``after_update`` ->
-  ``after_optimizer_step``).
+  ``after_optimizer_step``). With ``nap`` it also runs NaP's learning-rate protocol (warmup, then
+  cosine decay, restarted at every experience) on the strategy's optimizer, as crl's learners do.
 * :class:`PlasticityMetrics` is crl's plasticity hook (``crl.metrics.hooks.PlasticityHook``: dormant
   units, feature ranks, weight magnitudes and drift, relative update size, probe plasticity) as an
   Avalanche ``PluginMetric`` for an ``EvaluationPlugin``: every ``every`` updates it emits
@@ -241,17 +242,73 @@ def _intervention_config(names: tuple[str, ...], options: dict[str, Any]):
     return make_config("supervised", intervention=",".join(names), norm=norm, **options)
 
 
+class _NaPSchedule:
+    """NaP's learning-rate protocol (Lyle et al. 2024) on an Avalanche strategy's optimizer: at every
+    experience a fresh segment of crl's :class:`crl.optim.LRSchedule` (``restart_per_task``) whose
+    horizon is the experience's updates, ``len(strategy.dataloader) * strategy.train_epochs``."""
+
+    def __init__(self, cfg):
+        self.cfg, self.schedule = cfg, None
+
+    def start_experience(self, strategy) -> None:
+        # Avalanche builds the experience's dataloader and updates the optimizer in place (make_optimizer)
+        # before plugins' before_training_exp fire, so both are the ones this experience trains with
+        updates = max(1, len(strategy.dataloader) * int(getattr(strategy, "train_epochs", 1)))
+        warmup = min(self.cfg.nap_warmup, max(1, updates // 10))  # as crl's NaPOptions.fit_budget cuts it
+        if self.schedule is None or self.schedule.optimizer is not strategy.optimizer:
+            self.schedule = self._build(strategy.optimizer, warmup, updates)
+        self.schedule.warmup_steps = warmup  # per experience: a short one gets a shorter warmup
+        self.schedule.on_task_start(updates)
+
+    def _build(self, optimizer, warmup: int, updates: int):
+        from crl.optim import LRSchedule
+
+        # the peak is the lr the user gave (read before the schedule first overwrites it); other
+        # param groups keep their ratio to it
+        peak = float(optimizer.param_groups[0]["lr"])
+        return LRSchedule(optimizer, "cosine", peak, total_steps=updates, warmup_steps=warmup,
+                          init_lr=self.cfg.nap_init_lr, final_lr=self.cfg.nap_final_lr, restart_per_task=True,
+                          steps_per_task=updates)
+
+    def step(self) -> None:
+        if self.schedule is not None:
+            self.schedule.step()
+
+
+def _nap_schedule_flag(options: dict[str, Any]) -> bool:
+    value = options.pop("nap_schedule", True)
+    if not isinstance(value, bool):
+        raise UserError(f"InterventionPlugin: nap_schedule must be True or False, got {value!r}")
+    return value
+
+
 def InterventionPlugin(*names: str, **options: Any):  # noqa: N802  (a class to its users)
     """crl's interventions ``names`` (e.g. ``"nap"``, ``"redo"``, ``"shrink-perturb"``, ``"l2-init"``,
     ``"reset"``) as one Avalanche ``SupervisedPlugin``; ``options`` are their crl options (e.g.
     ``redo_tau=0.1``). ``nap`` needs a model whose ``projectable_weights()`` lists its norm-fed weights
-    (:func:`crl_model` with ``norm="nap"``). ``plugin.logged`` holds what the interventions logged."""
+    (:func:`crl_model` with ``norm="nap"``). ``plugin.logged`` holds what the interventions logged.
+
+    With ``nap``, the plugin also drives NaP's learning-rate protocol on the strategy's optimizer, by
+    default (``nap_schedule=True``, the paper's protocol): at each experience a linear warmup from
+    ``nap_init_lr`` (1e-8) to the peak over ``nap_warmup`` updates (1,000, cut to a tenth of the
+    experience's updates when it has fewer than ten times that), then cosine decay that reaches
+    ``nap_final_lr`` (1e-6) after the experience's last update (its updates:
+    ``len(strategy.dataloader) * strategy.train_epochs``); stepped after every update, restarted at the
+    next experience. The peak is the lr of the optimizer's first param group as the user set it (read
+    when the plugin first sees that optimizer); every param group's lr is set in proportion (a group at
+    a tenth of the peak stays at a tenth of the schedule). Optimizer state is not reset; after training
+    the lrs stay where the schedule left them. ``nap_schedule=False`` leaves the lr alone (for users who
+    bring their own scheduler, e.g. Avalanche's ``LRSchedulerPlugin``)."""
+    from crl.config import validate
     from crl.hooks import HookList
     from crl.interventions import build_interventions
 
     if not names:
         raise UserError("InterventionPlugin: name at least one intervention, e.g. InterventionPlugin('nap')")
-    cfg = _intervention_config(tuple(names), dict(options))
+    options = dict(options)
+    with_schedule = _nap_schedule_flag(options) and "nap" in names
+    cfg = _intervention_config(tuple(names), options)
+    validate(cfg)  # option ranges, e.g. nap_warmup >= 0
     base = _supervised_plugin()
 
     class _InterventionPlugin(base):
@@ -260,6 +317,7 @@ def InterventionPlugin(*names: str, **options: Any):  # noqa: N802  (a class to 
             self.hooks = HookList(build_interventions(cfg))
             self.run = _Run(cfg, self.hooks)
             self.hooks.run = self.run
+            self.nap_schedule = _NaPSchedule(cfg) if with_schedule else None
 
         @property
         def logged(self) -> list[tuple[str, float, int]]:
@@ -270,6 +328,8 @@ def InterventionPlugin(*names: str, **options: Any):  # noqa: N802  (a class to 
 
         def before_training_exp(self, strategy, *args, **kwargs):
             self.run.start_experience(strategy)
+            if self.nap_schedule is not None:
+                self.nap_schedule.start_experience(strategy)
 
         def before_backward(self, strategy, *args, **kwargs):
             loss = strategy.loss
@@ -277,6 +337,8 @@ def InterventionPlugin(*names: str, **options: Any):  # noqa: N802  (a class to 
 
         def after_update(self, strategy, *args, **kwargs):
             self.run.update()
+            if self.nap_schedule is not None:
+                self.nap_schedule.step()
 
     _InterventionPlugin.__name__ = _InterventionPlugin.__qualname__ = "InterventionPlugin"
     return _InterventionPlugin()

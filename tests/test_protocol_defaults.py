@@ -242,3 +242,12 @@ def test_episodic_life_stores_life_losses_as_terminal_while_the_game_plays_on(tm
     terminal = int(((learner.replay._flags_host & _TERM) != 0).sum())  # stored transitions without bootstrap
     assert lost_total > 0 and terminal >= lost_total
     logger.close()
+
+
+def test_nap_schedule_options_refused_without_norm_nap(tmp_path, capsys):
+    # --intervention nap with another norm runs the projection only: a NaP schedule option would be ignored
+    argv = gym_args(tmp_path, "--intervention", "nap", "--norm", "layernorm", "--nap-warmup", "10", "--steps", "300")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --nap-warmup:") and "--norm nap" in err[0]
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -43,7 +43,7 @@ from crl.registry import INTERVENTIONS
 
 @dataclass
 class NaPOptions:
-    """NaP's learning-rate protocol (Lyle et al. 2024): warmup + cosine decay, restarted per task."""
+    """NaP's learning-rate protocol (Lyle et al. 2024), with --norm nap: warmup + cosine decay, restarted per task."""
 
     nap_warmup: int = option(1000, "NaP: updates of linear warmup at the start of each task (unless --lr-warmup "
                                    "is given)", check="non_negative")
@@ -56,6 +56,11 @@ class NaPOptions:
         ``--norm nap`` (the per-task restart, ``--lr-restart-per-task auto``, follows ``--norm``)."""
         notes = []
         if cfg.norm != "nap":
+            given = sorted(n for n in ("nap_warmup", "nap_init_lr", "nap_final_lr") if n in explicit)
+            if given:  # --intervention nap with another norm: the projection only, no NaP schedule to set
+                raise UserError(f"--{given[0].replace('_', '-')}: sets the learning-rate protocol of --norm nap, and "
+                                f"this run has --norm {cfg.norm}; accepted: --norm nap, or --lr-schedule, "
+                                "--lr-warmup and --lr-restart-per-task for a schedule of your own")
             return notes
         if "lr_schedule" not in explicit and cfg.lr_schedule == "constant":
             cfg.lr_schedule = "cosine"
