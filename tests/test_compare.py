@@ -132,7 +132,8 @@ def test_groups_iqm_with_five_seeds_and_mean_below(tmp_path):
 
 def test_resumed_run_reads_purged_events_once(tmp_path):
     fake_run(tmp_path, "r", {"x": [(s, float(s)) for s in range(0, 10)]})
-    # a resume from step 5 purges what the first process logged at steps >= 5
+    # a resume from the checkpoint at step 5 purges what the first process logged after step 5; a tag it
+    # already has at step 5 is not written there again (crl/logging.py: a resumed run logs the same value)
     fake_run(tmp_path, "r2", {})
     cfg = make_config("gym", scenario="gym", progress=False, name="r")
     logger = RunLogger(tmp_path / "r", cfg, total_steps=100, start_step=5)
@@ -142,7 +143,7 @@ def test_resumed_run_reads_purged_events_once(tmp_path):
     run = read_run(tmp_path / "r")
     steps, values = run.scalars["x"]
     assert steps.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
-    assert values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 105.0, 106.0, 107.0]
+    assert values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 106.0, 107.0]
     assert run.final("x") == (7, 107.0)
 
 

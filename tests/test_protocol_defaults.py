@@ -70,9 +70,9 @@ def test_nap_alone_gives_warmup_and_cosine_restarted_at_each_task(tmp_path):
 TWO_CARTPOLES = """
 import crl
 
-@crl.register_scenario("two-cartpoles", "CartPole twice", kind="rl")
+@crl.register_scenario("nap-two-cartpoles", "CartPole twice", kind="rl")
 def two(cfg):
-    return crl.Scenario("two-cartpoles", [crl.RLTask("a", crl.gym_env_factory("CartPole-v1")),
+    return crl.Scenario("nap-two-cartpoles", [crl.RLTask("a", crl.gym_env_factory("CartPole-v1")),
                                           crl.RLTask("b", crl.gym_env_factory("CartPole-v1"))])
 """
 
