@@ -275,11 +275,14 @@ class _NaPSchedule:
             self.schedule.step()
 
 
-def _nap_schedule_flag(options: dict[str, Any]) -> bool:
+def _nap_schedule_flag(options: dict[str, Any], names: tuple[str, ...]) -> bool:
+    if "nap_schedule" in options and "nap" not in names:
+        raise UserError(f"InterventionPlugin: nap_schedule is NaP's learning-rate protocol, and the interventions "
+                        f"are {', '.join(names)}; accepted: nap_schedule with 'nap' among them")
     value = options.pop("nap_schedule", True)
     if not isinstance(value, bool):
         raise UserError(f"InterventionPlugin: nap_schedule must be True or False, got {value!r}")
-    return value
+    return value and "nap" in names
 
 
 def InterventionPlugin(*names: str, **options: Any):  # noqa: N802  (a class to its users)
@@ -306,7 +309,7 @@ def InterventionPlugin(*names: str, **options: Any):  # noqa: N802  (a class to 
     if not names:
         raise UserError("InterventionPlugin: name at least one intervention, e.g. InterventionPlugin('nap')")
     options = dict(options)
-    with_schedule = _nap_schedule_flag(options) and "nap" in names
+    with_schedule = _nap_schedule_flag(options, tuple(names))
     cfg = _intervention_config(tuple(names), options)
     validate(cfg)  # option ranges, e.g. nap_warmup >= 0
     base = _supervised_plugin()

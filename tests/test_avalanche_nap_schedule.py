@@ -107,3 +107,5 @@ def test_bad_nap_schedule_options_are_one_error():
         cav.InterventionPlugin("nap", nap_schedule="yes")
     with pytest.raises(UserError, match="nap-warmup: must be >= 0"):
         cav.InterventionPlugin("nap", nap_warmup=-1)
+    with pytest.raises(UserError, match="nap_schedule is NaP's learning-rate protocol"):
+        cav.InterventionPlugin("redo", nap_schedule=False)  # would do nothing: no NaP to schedule
