@@ -200,6 +200,8 @@ class _Run:
             self.hooks.on_run_start(self)
 
     def start_experience(self, strategy) -> None:
+        from crl.interventions.nap import warmup_for
+
         exp = strategy.experience
         index = int(getattr(exp, "current_experience", self.task_index + 1))
         self.task_index = index
@@ -251,10 +253,12 @@ class _NaPSchedule:
         self.cfg, self.schedule = cfg, None
 
     def start_experience(self, strategy) -> None:
+        from crl.interventions.nap import warmup_for
+
         # Avalanche builds the experience's dataloader and updates the optimizer in place (make_optimizer)
         # before plugins' before_training_exp fire, so both are the ones this experience trains with
         updates = max(1, len(strategy.dataloader) * int(getattr(strategy, "train_epochs", 1)))
-        warmup = min(self.cfg.nap_warmup, max(1, updates // 10))  # as crl's NaPOptions.fit_budget cuts it
+        warmup = warmup_for(self.cfg.nap_warmup, updates)
         if self.schedule is None or self.schedule.optimizer is not strategy.optimizer:
             self.schedule = self._build(strategy.optimizer, warmup, updates)
         self.schedule.warmup_steps = warmup  # per experience: a short one gets a shorter warmup

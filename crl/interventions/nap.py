@@ -73,10 +73,15 @@ class NaPOptions:
                 per_task = cfg.steps
             else:
                 per_task = None  # known once the data is loaded: the classifier cuts a warmup longer than a task
-            cfg.lr_warmup = self.nap_warmup if per_task is None else min(self.nap_warmup, max(1, per_task // 10))
+            cfg.lr_warmup = self.nap_warmup if per_task is None else warmup_for(self.nap_warmup, per_task)
             notes.append(f"--norm nap: {cfg.lr_warmup} updates of learning-rate warmup at every task (NaP protocol; "
                          "--lr-warmup to change)")
         return notes
+
+
+def warmup_for(nap_warmup: int, task_updates: int) -> int:
+    """NaP's warmup for a task of ``task_updates`` updates: ``--nap-warmup``, cut to a tenth of a short task."""
+    return min(nap_warmup, max(1, task_updates // 10))
 
 
 def schedule_ends(cfg) -> dict[str, float]:
