@@ -63,6 +63,8 @@ class DQNOptions:
     eps_decay_steps: int = option(250_000, "env steps of linear epsilon decay, after --learning-starts (epsilon is "
                                            "--eps-start until then; Dopamine's linearly_decaying_epsilon)",
                                   check="non_negative")
+    eps_restart_per_task: bool = option(False, "restart the epsilon decay at each task's first env step (default: "
+                                                "one decay over the whole run, later tasks explore at --eps-end)")
     eval_eps: float = option(0.001, "epsilon during evaluation", check="unit")
     clip_rewards: bool = option(True, "clip rewards to [-1, 1] for learning (raw scores are logged)")
     reset_replay_per_task: bool = option(False, "empty the replay buffer at each task change")
@@ -204,6 +206,7 @@ class DQNAgent:
                                    restart_per_task=restart, steps_per_task=self._updates_in(budgets[0], 0),
                                    **nap.schedule_ends(cfg))
         self.schedule_task = -1  # the stream position whose schedule segment runs (restarted at each new one)
+        self.eps_origin = 0  # env step where the epsilon decay starts (--eps-restart-per-task: each task's first)
         # frames per observation: a task may say (MinAtar: 1, its channels are not frames); else image = stacked frames
         stack = int(scenario.tasks[0].info.get("frame_stack", self.obs_shape[0] if len(self.obs_shape) == 3 else 1))
         obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
@@ -392,11 +395,13 @@ class DQNAgent:
         if self.schedule_task != run.task_index:  # a new task (not a resume inside one): --lr-restart-per-task
             self.schedule.on_task_start(self._updates_in(task.steps or cfg.steps, self.env_steps))
             self.schedule_task = run.task_index
+            if cfg.eps_restart_per_task:
+                self.eps_origin = self.env_steps
         # --overlap-env needs an env whose step() is send() + recv() over all its envs (ale-py's vector env)
         overlap = cfg.overlap_env and hasattr(self.env, "send") and getattr(self.env, "batch_size", 0) == n
         done_steps = 0
         while done_steps < steps and not run.stop_requested:  # SIGINT/SIGTERM: return early, the runner checkpoints
-            eps = linear_epsilon(self.env_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps, cfg.learning_starts)
+            eps = self.epsilon()
             actions = self.act(self.obs, eps, self.np_rng)
             if overlap:  # the env steps in its own threads while the updates due at this step run
                 self.env.send(actions)
@@ -421,6 +426,14 @@ class DQNAgent:
             if self.env_steps % cfg.log_every < n:
                 self._log_train(eps)
         return done_steps
+
+    def epsilon(self) -> float:
+        """Exploration epsilon now: one linear decay from ``eps_origin`` (0, or with
+        ``--eps-restart-per-task`` the current task's first env step), held at --eps-start until
+        --learning-starts."""
+        cfg = self.cfg
+        return linear_epsilon(self.env_steps - self.eps_origin, cfg.eps_start, cfg.eps_end, cfg.eps_decay_steps,
+                              max(0, cfg.learning_starts - self.eps_origin))
 
     def _learn(self, new_steps: int, env_steps: int) -> None:
         """The updates and target copy due once ``env_steps`` env steps have been collected."""
@@ -511,7 +524,7 @@ class DQNAgent:
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "replay": self.replay.state_dict() if self.cfg.checkpoint_replay else None,
             "np_rng": self.np_rng.bit_generator.state, "env": env_bytes,
-            "env_task_index": self.env_task_index, "schedule_task": self.schedule_task,
+            "env_task_index": self.env_task_index, "schedule_task": self.schedule_task, "eps_origin": self.eps_origin,
             "episode": None if self.env is None else (self.obs, self.prev_done, self.ep_return, self.ep_len),
             "counters": (self.env_steps, self.updates, self.update_debt, self.next_target_sync),
             "probes": {k: v.cpu() for k, v in self.probes.items()},
@@ -527,6 +540,7 @@ class DQNAgent:
         self.schedule.load_state_dict(state["schedule"])
         # checkpoints before schedule_task existed: the task they stopped in had started its segment
         self.schedule_task = state.get("schedule_task", self.run.task_index if self.run is not None else -1)
+        self.eps_origin = state.get("eps_origin", 0)  # absent before --eps-restart-per-task: one decay
         if state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])
         self.np_rng.bit_generator.state = state["np_rng"]

@@ -20,7 +20,8 @@ SB3's MlpPolicy) with ``--torso mlp``, or SB3's CnnPolicy (NatureCNN) with ``--t
 ``--clip-rewards`` clips the rewards SB3 learns from (raw returns are logged) and
 ``--reset-replay-per-task`` empties SB3's buffer at each task change. SB3's defaults for the rest:
 tau 1.0 (hard target copies), Huber loss, no double DQN (SB3's DQN bootstraps with the target network's
-max: ``--double-dqn`` is refused, and recorded as off when left out), one scalar Q output per action (crl's
+max: ``--double-dqn`` is refused, and recorded as off when left out; ``--eps-restart-per-task`` is refused
+too: SB3 decays epsilon once over the run), one scalar Q output per action (crl's
 value heads do not apply).
 Refused with one error line: another ``--torso``, ``--norm``, ``--activation``, ``--reparam``, ``--optimizer``,
 an ``--intervention``, ``--lr-schedule`` other than constant or ``--lr-warmup``: they are crl's, not SB3's.
@@ -70,6 +71,9 @@ class SB3Options:
             raise UserError("--double-dqn: --agent sb3-dqn runs SB3's own DQN, which bootstraps with the target "
                             "network's max; accepted: --no-double-dqn (or leave it out)")
         cfg.double_dqn = False
+        if cfg.eps_restart_per_task:
+            raise UserError("--eps-restart-per-task: --agent sb3-dqn keeps SB3's one exploration schedule over the "
+                            "run; accepted with --agent dqn and its variants")
         return []
 
 

@@ -7,6 +7,7 @@ from the event file); NorMuon's Muon step size is 0.02 whatever the preset.
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -102,6 +103,40 @@ def test_nap_schedule_restarts_at_each_task_in_dqn(tmp_path):
     for step in range(650, 1201, 50):
         assert lr[step] == pytest.approx(want(step - 600, 600), rel=1e-5), step
     assert lr[600] == pytest.approx(final) and lr[650] < peak and lr[700] > 0.5 * peak  # restarted, warmed up
+
+
+def test_eps_restart_per_task_restarts_the_decay_and_survives_a_resume(tmp_path):
+    # default: one decay over the run, so task b explores at --eps-end; --eps-restart-per-task: task b decays
+    # again from its first env step (no --learning-starts hold: learning goes on). A run killed after its
+    # checkpoint inside task b and resumed must go on with task b's decay, not the run's.
+    (tmp_path / "two.py").write_text(TWO_CARTPOLES.replace("nap-two-cartpoles", "eps-two-cartpoles"))
+    base = ["run", str(tmp_path / "two.py"), "--steps", "600", "--learning-starts", "100", "--eps-decay-steps",
+            "400", "--eval-every", "600", "--eval-episodes", "1", "--metrics-every", "0", "--log-every", "50",
+            "--checkpoint-every", "300", "--run-dir", str(tmp_path), "--no-progress"]
+    assert main(base + ["--name", "once"]) == 0
+    assert main(base + ["--name", "restart", "--eps-restart-per-task"]) == 0
+    once, restart = (dict(_scalars(next(tmp_path.glob(f"*/*/{n}")), "train/epsilon")) for n in ("once", "restart"))
+    for step in range(50, 1201, 50):  # the point at env step s is the epsilon that chose step s's action (s - 1)
+        assert once[step] == pytest.approx(linear_epsilon(step - 1, 1.0, 0.05, 400, 100)), step
+        want = linear_epsilon(step - 1 - 600, 1.0, 0.05, 400, 0) if step > 600 else once[step]
+        assert restart[step] == pytest.approx(want), step
+    assert once[900] == pytest.approx(0.05) and restart[900] == pytest.approx(1.0 - 0.95 * 299 / 400)
+
+    run_dir = next(tmp_path.glob("*/*/restart"))
+    killed = run_dir.parent / "killed"
+    shutil.copytree(run_dir, killed)
+    (killed / "checkpoints" / "step_000000001200.pt").unlink()
+    (killed / "summary.json").unlink()
+    assert main(["run", str(tmp_path / "two.py"), "--resume", str(killed), "--no-progress"]) == 0
+    assert dict(_scalars(killed, "train/epsilon")) == restart
+
+
+def test_sb3_dqn_refuses_eps_restart_per_task(tmp_path, capsys):
+    argv = ["gym", "--agent", "sb3-dqn", "--eps-restart-per-task", "--run-dir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --eps-restart-per-task:") and "--agent dqn" in err[0]
+    assert not any(tmp_path.iterdir())
 
 
 def test_nap_schedule_flags_still_override(tmp_path):
