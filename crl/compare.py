@@ -595,7 +595,8 @@ def _md_row(r: dict[str, Any]) -> str:
     step = str(r["final_step"]) if r["final_step"] == r["final_step_min"] else \
         f"{r['final_step_min']} to {r['final_step']}"
     group = r["group"].replace("|", "\\|")
-    runs = f"{r['n_runs']} ({r['n_seeds']} seeds)" if r["n_seeds"] < r["n_runs"] else str(r["n_runs"])
+    seeds = f"{r['n_seeds']} seed{'s' if r['n_seeds'] != 1 else ''}"
+    runs = f"{r['n_runs']} ({seeds})" if r["n_seeds"] < r["n_runs"] else str(r["n_runs"])
     return (f"| {group} | `{r['tag']}` | {runs} | {r['statistic']}{' ' + FEW_RUNS_MARK if few else ''} | "
             f"{_fmt(r['value'])} | {ci} | {step} |")
 

@@ -52,6 +52,15 @@ def test_distinct_seeds_get_no_warning_and_no_note(tmp_path, capsys):
     assert "Notes:" not in md and "seeds)" not in md
 
 
+def test_two_copies_of_one_seed_say_one_seed(tmp_path):
+    runs = tmp_path / "runs"
+    run(runs, "s0", 0, 1.0)
+    run(runs, "s0-copy", 0, 3.0)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(runs), "--out", str(out)]) == 0
+    assert "| 2 (1 seed) |" in (out / "final_values.md").read_text()
+
+
 def test_int_and_str_values_of_a_field_keep_two_distinct_labels(tmp_path):
     runs = tmp_path / "runs"
     as_int = [run(runs, f"int-s{seed}", seed, 1.0, lr=1) for seed in range(2)]
