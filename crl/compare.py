@@ -3,7 +3,9 @@
 Each argument is a run directory (it holds ``config.yaml`` and an event file), a folder
 above run directories (every run below it is used, as ``tensorboard --logdir`` would), or a
 glob of those. Runs are grouped by their ``config.yaml`` with ``seed``, ``name``, ``run_dir``,
-``resume`` and ``progress`` left out, so the runs of a group differ only by seed. Groups are
+``resume`` and ``progress`` left out, so the runs of a group differ only by seed (and by the
+fields named with ``--ignore``, e.g. speed options such as ``channels_last``; the table's notes
+say which of those differ inside a group). Groups are
 labelled by the config fields that differ between groups (a field's values in quotes where a
 string would read like another group's value: ``lr=1`` and ``lr='1'``). Runs of one group that
 share a seed (a copied run, one command under two names) stay in its statistics, which count
@@ -302,15 +304,16 @@ def read_run(path: Path) -> Run:
     return run
 
 
-def group_key(config: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in GROUP_EXCLUDE))
+def group_key(config: dict[str, Any], ignore: Sequence[str] = ()) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in GROUP_EXCLUDE and k not in ignore))
 
 
-def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Label -> runs with equal configs up to the seed; labels name the differing fields."""
+def group_runs(runs: Sequence[Run], ignore: Sequence[str] = ()) -> dict[str, list[Run]]:
+    """Label -> runs with equal configs up to the seed and the ``ignore`` fields; labels name the
+    differing fields."""
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        groups.setdefault(group_key(r.config), []).append(r)
+        groups.setdefault(group_key(r.config, ignore), []).append(r)
     configs = [dict(k) for k in groups]
     keys = sorted({k for c in configs for k in c})
     differing = [k for k in keys if len({c.get(k) for c in configs}) > 1]
@@ -325,6 +328,27 @@ def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
             label = f"{cfg.get('scenario', '?')}: {cfg.get('agent', '?')}, norm={cfg.get('norm', '?')}"
         labels[label] = members
     return labels
+
+
+def check_ignore(runs: Sequence[Run], ignore: Sequence[str]) -> None:
+    """``--ignore``: every field must be in some run's config.yaml (a typo would silently group nothing)."""
+    fields = sorted({k for r in runs for k in r.config})
+    for name in ignore:
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else " (the keys of their config.yaml)"
+            raise UserError(f"crl compare: --ignore: '{name}' is not a config field of these runs{hint}")
+
+
+def ignored_notes(groups: dict[str, list[Run]], ignore: Sequence[str]) -> list[str]:
+    """A note for each ``--ignore`` field whose value differs inside a group."""
+    notes = []
+    for label, members in groups.items():
+        for name in ignore:
+            values = sorted({repr(r.config.get(name)) for r in members})
+            if len(values) > 1:
+                notes.append(f"{label}: grouped across --ignore {name} ({', '.join(values)})")
+    return notes
 
 
 def _shown(values: Sequence[str | None]) -> dict[str | None, str]:
@@ -679,20 +703,22 @@ def write_aggregate(groups: dict[str, list[Run]], pattern: str, gamma: float, ou
 
 def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str | Path = "crl-compare",
             resamples: int = DEFAULT_RESAMPLES, seed: int = 0, aggregate: str | None = None,
-            gamma: float = 1.0) -> dict[str, Any]:
+            gamma: float = 1.0, ignore: Sequence[str] = ()) -> dict[str, Any]:
     """Read the runs, write the PNGs and tables to ``out``; returns what was written (``markdown``:
     the table as written, ``notes``: its notes; ``aggregate``: the Markdown of ``--aggregate``;
-    ``repeated_seeds``: :func:`repeated_seeds` of the groups)."""
+    ``repeated_seeds``: :func:`repeated_seeds` of the groups). ``ignore``: config fields left out of
+    the grouping, besides the seed."""
     _check_resamples(resamples)
     runs = [read_run(p) for p in find_runs(run_dirs)]
+    check_ignore(runs, ignore)
     chosen, tag_notes = select_tags(runs, tags)
-    groups = group_runs(runs)
+    groups = group_runs(runs, ignore)
     plan, task_notes = plan_tags(groups, chosen)
     if not plan:
         raise UserError("crl compare: nothing left to compare: every chosen tag is forgetting/* and every run saw a "
                         "single task (forgetting has no value there); choose other --tags")
     repeats = repeated_seeds(groups)
-    notes = [*repeated_seed_notes(repeats), *tag_notes, *task_notes, *[n for r in runs for n in r.notes]]
+    notes = [*repeated_seed_notes(repeats), *ignored_notes(groups, ignore), *tag_notes, *task_notes, *[n for r in runs for n in r.notes]]
     out = Path(out)
     colors = {label: f"C{k % 10}" for k, label in enumerate(groups)}  # a group keeps its colour in every plot
     try:
@@ -733,6 +759,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="also aggregate the final values of the tags matching PATTERN (one tag per task or game, "
                         "e.g. 'eval/*/score'): IQM, mean, median and optimality gap with stratified-bootstrap CIs, "
                         "as rliable (aggregate.md/.csv)")
+    p.add_argument("--ignore", nargs="+", default=[], metavar="FIELD",
+                   help="config fields also left out of the grouping, e.g. speed options that change results at "
+                        "most by float rounding: --ignore channels_last compile_optimizer (the table notes where "
+                        "they differ inside a group)")
     p.add_argument("--gamma", type=float, default=1.0,
                    help="target of the optimality gap (default: 1.0, for normalised scores)")
     p.set_defaults(command="compare")
@@ -740,7 +770,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    result = compare(args.run_dirs, args.tags, args.out, args.resamples, args.seed, args.aggregate, args.gamma)
+    result = compare(args.run_dirs, args.tags, args.out, args.resamples, args.seed, args.aggregate, args.gamma,
+                     args.ignore)
     print(f"compared {len(result['runs'])} runs in {len(result['groups'])} group(s), {len(result['tags'])} tag(s)")
     for label, paths in result["groups"].items():
         print(f"  {label}: {len(paths)} run(s)")

@@ -78,3 +78,29 @@ def test_labels_stay_unquoted_when_the_values_do_not_collide(tmp_path):
     run(runs, "b", 0, 2.0, norm="nap", lr="2")
     result = compare([str(runs)], out=tmp_path / "cmp", resamples=200)
     assert sorted(result["groups"]) == ["lr=1, norm=none", "lr=2, norm=nap"]
+
+
+def test_ignore_merges_groups_that_differ_only_in_the_named_fields_and_notes_it(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    run(runs, "a-s0", 0, 1.0, channels_last=True)
+    run(runs, "a-s1", 1, 3.0, channels_last=False)
+    run(runs, "b-s0", 0, 5.0, channels_last=True, norm="nap")
+    assert len(compare([str(runs)], out=tmp_path / "split", resamples=200)["groups"]) == 3
+    out = tmp_path / "cmp"
+    assert main(["compare", str(runs), "--out", str(out), "--ignore", "channels_last"]) == 0
+    printed = capsys.readouterr().out
+    assert "in 2 group(s)" in printed and "channels_last" not in printed.split("Notes:")[0]
+    md = (out / "final_values.md").read_text()
+    assert "| 2 | mean [a] | 2 | [" in md  # the two channels_last runs: one group, mean of 1 and 3
+    assert "grouped across --ignore channels_last (False, True)" in md.split("Notes:", 1)[1]
+
+
+def test_ignore_of_a_field_no_run_has_is_one_line_and_writes_nothing(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    run(runs, "a-s0", 0, 1.0, channels_last=True)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(runs), "--out", str(out), "--ignore", "chanels_last"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: crl compare: --ignore: 'chanels_last' is not a config field of these runs; "
+                   "did you mean 'channels_last'?"]
+    assert not out.exists()
