@@ -476,9 +476,17 @@ class SGDOptions:
     sgd_nesterov: bool = option(False, "SGD: Nesterov momentum (needs --sgd-momentum > 0)")
 
 
-@OPTIMIZERS.register("sgd", "SGD (torch.optim.SGD); plain unless --sgd-momentum > 0", options=SGDOptions)
+def _sgd_args(cfg) -> dict[str, Any]:
+    """A run's SGD keywords, passed explicitly (a learner built outside ``crl.api.prepare`` gets them too)."""
+    return dict(lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, momentum=cfg.sgd_momentum,
+                nesterov=cfg.sgd_nesterov)
+
+
+@OPTIMIZERS.register("sgd", "SGD (torch.optim.SGD); plain unless --sgd-momentum > 0", options=SGDOptions,
+                     args=_sgd_args)
 def _build_sgd(named, *, lr, eps, weight_decay, muon_exclude, momentum=None, dampening=0.0, nesterov=None):
-    """``momentum`` / ``nesterov`` default to the run's ``--sgd-momentum`` / ``--sgd-nesterov``."""
+    """``momentum`` / ``nesterov``: a run's ``--sgd-momentum`` / ``--sgd-nesterov`` (:func:`_sgd_args`);
+    when not given, those of the run being built (``crl.options.current``), else the defaults."""
     from crl.options import current
 
     o = current(SGDOptions)
@@ -865,12 +873,19 @@ class RMSpropOptions:
     rmsprop_momentum: float = option(0.0, "RMSprop: momentum (MinAtar reference 0)", check="non_negative")
 
 
+def _rmsprop_args(cfg) -> dict[str, Any]:
+    """A run's RMSprop keywords, passed explicitly (a learner built outside ``crl.api.prepare`` gets them too)."""
+    return dict(lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, alpha=cfg.rmsprop_alpha,
+                rms_eps=cfg.rmsprop_eps, centered=cfg.rmsprop_centered, momentum=cfg.rmsprop_momentum)
+
+
 @OPTIMIZERS.register("rmsprop", "RMSprop (torch.optim.RMSprop), centered by default: the MinAtar reference DQN's "
-                                "optimizer", options=RMSpropOptions)
+                                "optimizer", options=RMSpropOptions, args=_rmsprop_args)
 def _build_rmsprop(named, *, lr, eps, weight_decay, muon_exclude, alpha=None, rms_eps=None, centered=None,
                    momentum=None):
     """``eps`` (the Adam epsilon the learners pass) is not used: RMSprop's is ``--rmsprop-eps``. The
-    keywords default to the run's options (``crl.options.current``), else RMSpropOptions' defaults."""
+    keywords: a run's options (:func:`_rmsprop_args`); when not given, those of the run being built
+    (``crl.options.current``), else RMSpropOptions' defaults."""
     from crl.options import current
 
     o = current(RMSpropOptions)

@@ -62,6 +62,26 @@ class ReferenceNet(nn.Module):
         return self.out(x)
 
 
+def reference_update(policy: nn.Module, target: nn.Module, opt: torch.optim.Optimizer, s: torch.Tensor,
+                     s2: torch.Tensor, a: torch.Tensor, r: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+    """One update of the reference on a stacked batch (states ``(B, C, 10, 10)`` floats, ``a``, ``r``
+    and ``term`` ``(B, 1)``): Huber loss of ``Q(s, a)`` against ``r + gamma (1 - term) max_a' Q_target(s', a')``."""
+    q_sa = policy(s).gather(1, a)
+    with torch.no_grad():
+        q_next = target(s2).max(1)[0].unsqueeze(1)
+    y = r + GAMMA * (1 - term) * q_next
+    loss = F.smooth_l1_loss(q_sa, y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def reference_optimizer(policy: nn.Module) -> torch.optim.RMSprop:
+    """The reference's centered RMSprop (lr 2.5e-4, squared-gradient decay 0.95, eps 0.01)."""
+    return torch.optim.RMSprop(policy.parameters(), lr=2.5e-4, alpha=0.95, centered=True, eps=0.01)
+
+
 def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int = 1) -> dict:
     """The reference's structure; returns timings of the ``steps`` steps after learning starts."""
     from minatar import Environment
@@ -74,7 +94,7 @@ def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int
     channels = env.state_shape()[2]
     policy, target = ReferenceNet(channels, actions), ReferenceNet(channels, actions)
     target.load_state_dict(policy.state_dict())
-    opt = torch.optim.RMSprop(policy.parameters(), lr=2.5e-4, alpha=0.95, centered=True, eps=0.01)
+    opt = reference_optimizer(policy)
     buffer: list = []
     location = 0
     updates = 0
@@ -86,15 +106,7 @@ def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int
     def train():
         nonlocal updates
         batch = random.sample(buffer, BATCH)
-        s, s2, a, r, term = (torch.cat(x) for x in zip(*batch))
-        q_sa = policy(s).gather(1, a)
-        with torch.no_grad():
-            q_next = target(s2).max(1)[0].unsqueeze(1)
-        y = r + GAMMA * (1 - term) * q_next
-        loss = F.smooth_l1_loss(q_sa, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        reference_update(policy, target, opt, *(torch.cat(x) for x in zip(*batch)))
         updates += 1
         if updates % TARGET_EVERY == 0:
             target.load_state_dict(policy.state_dict())

@@ -522,3 +522,19 @@ def test_sgd_momentum_option_reaches_torch_sgd_and_the_incremental_cifar_preset(
         opt.step()
     assert w.item() == pytest.approx(0.75)
     assert make_config("incremental-cifar100").options(SGDOptions).sgd_momentum == 0.9
+
+
+@pytest.mark.parametrize("name, options, want", [
+    ("rmsprop", dict(rmsprop_alpha=0.9, rmsprop_eps=1e-3, rmsprop_centered=False, rmsprop_momentum=0.5),
+     dict(alpha=0.9, eps=1e-3, centered=False, momentum=0.5)),
+    ("sgd", dict(sgd_momentum=0.9, sgd_nesterov=True), dict(momentum=0.9, nesterov=True)),
+])
+def test_optimizer_args_carry_the_optimizers_own_options(name, options, want):
+    # a learner built outside crl.api.prepare (no crl.options.building) must still get the run's values
+    from crl.config import make_config
+    from crl.optim import optimizer_args
+
+    cfg = make_config("gym", optimizer=name, lr=0.01, **options)
+    net = torch.nn.Linear(3, 2)
+    group = build_optimizer(name, net.named_parameters(), **optimizer_args(cfg)).param_groups[0]
+    assert group["lr"] == 0.01 and {k: group[k] for k in want} == want
