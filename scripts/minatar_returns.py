@@ -7,7 +7,11 @@ groups runs by their ``config.yaml`` (agent, game or games, norm, intervention) 
 group the mean over runs with a 95% percentile-bootstrap CI (resampling runs; with 2-4 runs it
 under-covers, as ``crl compare`` notes too).
 
-    python scripts/minatar_returns.py runs/minatar --at 500000
+``--window W`` also prints, per run, the mean return of the training episodes ending in each
+window of W env steps (the learning curve), and ``--plot PNG`` draws those curves: one panel per
+game, per group the mean over its runs with the runs' range as a band (up to the shortest run).
+
+    python scripts/minatar_returns.py runs/minatar --at 500000 --window 50000 --plot curves.png
 """
 from __future__ import annotations
 
@@ -22,17 +26,61 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 KEY = ("scenario", "agent", "game", "games", "norm", "intervention", "steps")
 
 
-def last_returns(run_dir: Path, at: int | None, n: int) -> tuple[float, int, int] | None:
-    """(mean of the last ``n`` episode returns, episodes used, step of the last one), None without episodes."""
+def episode_returns(run_dir: Path, at: int | None) -> tuple[list[tuple[int, float]], int]:
+    """``(end step, return)`` of the run's training episodes (ended at or before ``at``), and the env
+    step the run has reached (its last ``train/epsilon`` point, logged every ``--log-every`` steps)."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    if "train/episode_return" not in acc.Tags()["scalars"]:
-        return None
+    tags = acc.Tags()["scalars"]
+    if "train/episode_return" not in tags:
+        return [], 0
     points = [(e.step, e.value) for e in acc.Scalars("train/episode_return") if at is None or e.step <= at]
-    if not points:
-        return None
+    ticks = [e.step for e in acc.Scalars("train/epsilon") if at is None or e.step <= at] if "train/epsilon" in tags else []
+    return points, max(ticks + [s for s, _ in points[-1:]])
+
+
+def last_returns(points: list[tuple[int, float]], n: int) -> tuple[float, int, int]:
+    """(mean of the last ``n`` episode returns, episodes used, step of the last one)."""
     values = np.array([v for _, v in points[-n:]])
     return float(values.mean()), len(values), points[-1][0]
+
+
+def windowed(points: list[tuple[int, float]], reached: int, window: int) -> list[float]:
+    """Mean return of the episodes ending in each window ``(k W, (k+1) W]`` the run has completed
+    (``reached`` >= its end); a window without an episode ending in it ends the curve."""
+    steps, values = np.array([s for s, _ in points]), np.array([v for _, v in points])
+    curve = []
+    for k in range(reached // window):
+        inside = (steps > k * window) & (steps <= (k + 1) * window)
+        if not inside.any():
+            break
+        curve.append(float(values[inside].mean()))
+    return curve
+
+
+def plot_curves(groups: dict[tuple, list], window: int, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = sorted({key[KEY.index("game")] or key[KEY.index("games")] for key in groups})
+    fig, axes = plt.subplots(1, len(games), figsize=(4.5 * len(games), 3.4), squeeze=False)
+    for key, runs in groups.items():
+        ax = axes[0][games.index(key[KEY.index("game")] or key[KEY.index("games")])]
+        n = min(len(r[-1]) for r in runs)
+        curves = np.array([r[-1][:n] for r in runs])
+        x = (np.arange(n) + 1) * window
+        label = f"{key[KEY.index('agent')]} ({len(runs)} runs)"
+        ax.plot(x, curves.mean(0), label=label)
+        ax.fill_between(x, curves.min(0), curves.max(0), alpha=0.25)
+    for game, ax in zip(games, axes[0]):
+        ax.set_title(str(game))
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"training return (mean per {window // 1000}k steps)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> int:
@@ -41,15 +89,23 @@ def main(argv=None) -> int:
     p.add_argument("--at", type=int, default=None, help="only episodes that ended at or before this env step")
     p.add_argument("--last", type=int, default=100, help="episodes averaged per run")
     p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--window", type=int, default=0, help="also print each run's mean return per window of this "
+                                                         "many env steps")
+    p.add_argument("--plot", default="", help="with --window: draw those curves to this PNG")
     args = p.parse_args(argv)
-    groups: dict[tuple, list[tuple[str, float, int, int]]] = {}
+    if args.plot and args.window <= 0:
+        print("--plot: needs --window > 0", file=sys.stderr)
+        return 2
+    groups: dict[tuple, list[tuple[str, float, int, int, list[float]]]] = {}
     for root in map(Path, args.roots):
         files = [root / "config.yaml"] if (root / "config.yaml").exists() else root.rglob("config.yaml")
         for cfg_file in sorted(files):
             cfg = yaml.safe_load(cfg_file.read_text())
-            got = last_returns(cfg_file.parent, args.at, args.last)
-            if got is not None:
-                groups.setdefault(tuple(cfg.get(k) for k in KEY), []).append((str(cfg_file.parent), *got))
+            points, reached = episode_returns(cfg_file.parent, args.at)
+            if points:
+                curve = windowed(points, reached, args.window) if args.window > 0 else []
+                groups.setdefault(tuple(cfg.get(k) for k in KEY), []).append(
+                    (str(cfg_file.parent), *last_returns(points, args.last), curve))
     if not groups:
         print("no run with train/episode_return under " + ", ".join(args.roots), file=sys.stderr)
         return 2
@@ -65,6 +121,14 @@ def main(argv=None) -> int:
             ci = "n/a (1 run)"
         steps = [r[3] for r in runs]
         print(f"| {' | '.join(str(k) for k in key)} | {len(x)} | {x.mean():.2f} | {ci} | {min(steps)}-{max(steps)} |")
+    if args.window > 0:
+        print(f"\nmean return of the training episodes ending in each {args.window}-step window:")
+        for runs in groups.values():
+            for run in runs:
+                print(f"{run[0]}: " + ", ".join(f"{v:.2f}" for v in run[-1]))
+    if args.plot:
+        plot_curves(groups, args.window, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
