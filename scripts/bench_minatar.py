@@ -82,8 +82,12 @@ def reference_optimizer(policy: nn.Module) -> torch.optim.RMSprop:
     return torch.optim.RMSprop(policy.parameters(), lr=2.5e-4, alpha=0.95, centered=True, eps=0.01)
 
 
-def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int = 1) -> dict:
-    """The reference's structure; returns timings of the ``steps`` steps after learning starts."""
+def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int = 1,
+                   returns: list | None = None) -> dict:
+    """The reference's structure; returns timings of the ``steps`` steps after learning starts.
+    ``returns``: a list that gets ``(env steps, return)`` at the end of every episode (then
+    ``eps_decay=100_000`` and ``warmup=0`` make it a whole training run of the reference,
+    ``scripts/minatar_reference_returns.py``)."""
     from minatar import Environment
 
     random.seed(seed)
@@ -115,6 +119,7 @@ def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int
     state = get_state()
     t = 0
     start = None
+    episode_return = 0.0
     while t < LEARNING_STARTS + warmup + steps:
         if t == LEARNING_STARTS + warmup:
             start = time.perf_counter()
@@ -141,7 +146,11 @@ def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int
             u0 = time.perf_counter()
             train()
             update_time += time.perf_counter() - u0
+        episode_return += reward
         if done:
+            if returns is not None:
+                returns.append((t, episode_return))
+            episode_return = 0.0
             env.reset()
             state = get_state()
         else:
