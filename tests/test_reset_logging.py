@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from crl.checkpoint import load_latest_checkpoint
 from crl.cli import main
 from crl.interventions.reset import LayerReset
+from conftest import gym_args
 
 
 @pytest.mark.parametrize("every_task, want", [
@@ -47,20 +48,72 @@ class _Net(torch.nn.Module):
         self.output = torch.nn.Linear(3, 2)
 
 
-def test_count_held_for_a_task_start_that_does_not_come_is_still_logged_once():
-    # the runner says task 0 (10 steps) ends at this update and task 1 follows, but the run ends first
-    # (on_run_end without on_task_start): the held-back count is written at its step all the same
+def _hook_run(every: int):
     points = []
     net = _Net()
     learner = SimpleNamespace(network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), metric_step=0)
-    run = SimpleNamespace(learner=learner, logger=SimpleNamespace(scalar=lambda *a: points.append(a)),
-                          global_step=0, step_in_task=0, task_index=0, task="t0", stream=["t0", "t1"],
-                          budget=lambda task: 10)
-    hook = LayerReset(every_task=True, every=5)
+    run = SimpleNamespace(learner=learner, logger=SimpleNamespace(scalar=lambda *a: points.append(a)))
+    hook = LayerReset(every_task=True, every=every)
     hook.on_run_start(run)
+    return hook, run, points
+
+
+def test_count_held_at_the_runs_end_is_still_logged_once():
+    # the reset after the last update waits for the learner to move on; the run ends first: written then
+    hook, run, points = _hook_run(every=5)
     for step in range(1, 11):
-        learner.metric_step = step
+        run.learner.metric_step = step
         hook.after_optimizer_step(run)
-    assert points == [("train/reset_count", 1, 5)]  # the reset at step 10 waits for the task start
+    assert points == [("train/reset_count", 1, 5)]
     hook.on_run_end(run)
     assert points == [("train/reset_count", 1, 5), ("train/reset_count", 2, 10)]
+
+
+def test_several_resets_at_one_step_give_one_point_with_the_count_after_all():
+    # --num-envs 4, one update per env step: 4 updates per learner step, a reset every 2 updates
+    hook, run, points = _hook_run(every=2)
+    for step in (4, 8, 12):
+        run.learner.metric_step = step
+        for _ in range(4):
+            hook.after_optimizer_step(run)
+    hook.on_run_end(run)
+    assert points == [("train/reset_count", 2, 4), ("train/reset_count", 4, 8), ("train/reset_count", 6, 12)]
+    assert hook.resets == 6
+
+
+def test_a_held_count_is_written_before_a_later_task_start():
+    # a reset at step 5, no update at steps 6-7 (e.g. --train-freq 4), the next task starts at step 7
+    hook, run, points = _hook_run(every=5)
+    for step in range(1, 6):
+        run.learner.metric_step = step
+        hook.after_optimizer_step(run)
+    run.learner.metric_step = 7
+    hook.on_task_start(run, 1, "t1")
+    assert points == [("train/reset_count", 1, 5), ("train/reset_count", 2, 7)]
+
+
+def test_a_held_count_survives_a_checkpoint():
+    hook, run, points = _hook_run(every=5)
+    for step in range(1, 6):
+        run.learner.metric_step = step
+        hook.after_optimizer_step(run)
+    assert points == []  # the checkpoint at step 5 comes before the count is written
+    resumed, run2, points2 = _hook_run(every=5)
+    resumed.load_state_dict(hook.state_dict())
+    run2.learner.metric_step = 6
+    resumed.after_optimizer_step(run2)
+    assert points2 == [("train/reset_count", 1, 5)]
+
+
+def test_dqn_with_several_envs_logs_one_reset_count_per_step(run_root):
+    # 4 envs and one update per env step: 4 updates per vector step, a reset every 2 of them
+    args = gym_args(run_root, "--num-envs", "4", "--train-freq", "1", "--steps", "400", "--learning-starts", "200",
+                    "--intervention", "reset", "--reset-every", "2", "--eval-every", "400", "--eval-episodes", "1",
+                    "--log-every", "100", "--name", "multi")
+    assert main(args) == 0
+    (run_dir,) = run_root.glob("*/*/multi")
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    ea.Reload()
+    points = [(e.step, e.value) for e in ea.Scalars("train/reset_count")]
+    assert [s for s, _ in points] == list(range(200, 401, 4))  # updates from env step 200 on: 2 resets per step
+    assert [v for _, v in points] == [2.0 * k for k in range(1, len(points) + 1)]

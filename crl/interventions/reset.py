@@ -27,10 +27,13 @@ What it does (``--intervention reset``):
   not computed by the stale head until the next sync (the paper resets online and target
   critics together). Off: the target keeps the old layers until its next copy.
 * **Logged**: ``train/reset_count``, the number of resets so far, at the learner step of the reset
-  (:func:`crl.hooks.learner_step`). A periodic reset on the last update of a task and the reset at
-  the start of the next task happen at the same step: both are real re-initialisations (the second
-  draws the layers afresh again; their optimizer state is already gone), both are counted, and that
-  step gets one point, the count after both.
+  (:func:`crl.hooks.learner_step`), one point per step with the count after every reset of that
+  step: a periodic reset's count is written once the learner has moved past its step (or at the
+  next task's start, or the run's end; a count still held is kept in checkpoints), so several
+  resets at one step (``--num-envs`` > 1 runs several updates per env step; a periodic reset on
+  the last update of a task and the reset at the start of the next task) give one point. All are
+  real re-initialisations (a later one draws the layers afresh again; their optimizer state is
+  already gone) and all are counted.
 
 This file also holds the re-initialisation helpers used by ReDo and shrink-and-perturb.
 """
@@ -146,7 +149,7 @@ class LayerReset(Hook):
         self.modules: list[str] = []
         self.resets = 0
         self._updates = 0
-        self._pending_step: int | None = None  # a count not yet logged: the task start at this step resets too
+        self._pending_step: int | None = None  # the step of a count not logged yet (more resets may come at it)
 
     def on_run_start(self, run) -> None:
         net = run.learner.network
@@ -170,6 +173,8 @@ class LayerReset(Hook):
         self.resets += 1
 
     def on_task_start(self, run, task_index, task) -> None:
+        if self._pending_step != learner_step(run):  # a count of an earlier step (no update since)
+            self._flush(run)
         if self.every_task and task_index > 0:
             self.reset(run.learner)
             self._pending_step = None  # this point holds the count after a periodic reset at the same step too
@@ -181,16 +186,13 @@ class LayerReset(Hook):
         self._updates += 1
         if self.every and self._updates % self.every == 0:
             self.reset(run.learner)
-            if self.every_task and _next_task_starts_at_this_step(run):
-                self._pending_step = learner_step(run)  # on_task_start logs the count after both resets
-            else:
-                _log(run, "train/reset_count", self.resets)
+            self._pending_step = learner_step(run)
 
     def on_run_end(self, run) -> None:
         self._flush(run)
 
     def _flush(self, run) -> None:
-        """Log a count held back for a task start that did not come at its step (a safeguard)."""
+        """Log the count held for the step of the last periodic reset, if any."""
         if self._pending_step is not None:
             logger = getattr(run, "logger", None)
             if logger is not None:
@@ -199,25 +201,13 @@ class LayerReset(Hook):
 
     def state_dict(self):
         return {"init_values": {k: v.cpu() for k, v in self.init_values.items()}, "resets": self.resets,
-                "updates": self._updates}
+                "updates": self._updates, "pending_step": self._pending_step}
 
     def load_state_dict(self, state):
         if state:
             self.init_values = dict(state["init_values"])
             self.resets, self._updates = state["resets"], state["updates"]
-
-
-def _next_task_starts_at_this_step(run) -> bool:
-    """Whether this update is the last of a task that another task follows, i.e. ``on_task_start``
-    comes next at this same learner step. Read from crl's :class:`~crl.runner.Runner` (during
-    ``learner.train`` its ``global_step`` and ``step_in_task`` are those of the chunk's start); a run
-    without task budgets (the Avalanche bridge) is never known to."""
-    try:
-        task_end = run.global_step - run.step_in_task + run.budget(run.task)
-        more_tasks = run.task_index + 1 < len(run.stream)
-    except (AttributeError, TypeError):
-        return False
-    return more_tasks and learner_step(run) == task_end
+            self._pending_step = state.get("pending_step")  # absent in older checkpoints: logged at once then
 
 
 def _log(run, tag: str, value: float) -> None:
