@@ -7,6 +7,11 @@ groups runs by their ``config.yaml`` (agent, game or games, norm, intervention) 
 group the mean over runs with a 95% percentile-bootstrap CI (resampling runs; with 2-4 runs it
 under-covers, as ``crl compare`` notes too).
 
+``--frames`` counts game frames instead of crl's env steps: crl's env resets a finished game on
+the step after its last one (NEXT_STEP autoreset), and that step counts as an env step while the
+game does not move, so with one env the frame at which episode ``i`` (0-based) ends is its env
+step minus ``i`` (the reference counts frames: ``env.act`` calls). Only for runs with one env.
+
 ``--window W`` also prints, per run, the mean return of the training episodes ending in each
 window of W env steps (the learning curve), and ``--plot PNG`` draws those curves: one panel per
 game, per group the mean over its runs with the runs' range as a band (up to the shortest run).
@@ -26,17 +31,23 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 KEY = ("scenario", "agent", "game", "games", "norm", "intervention", "steps")
 
 
-def episode_returns(run_dir: Path, at: int | None) -> tuple[list[tuple[int, float]], int]:
+def episode_returns(run_dir: Path, at: int | None, frames: bool = False) -> tuple[list[tuple[int, float]], int]:
     """``(end step, return)`` of the run's training episodes (ended at or before ``at``), and the env
-    step the run has reached (its last ``train/epsilon`` point, logged every ``--log-every`` steps)."""
+    step the run has reached (its last ``train/epsilon`` point, logged every ``--log-every`` steps).
+    ``frames``: game frames instead of env steps (one env: each earlier episode's reset step taken off)."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     tags = acc.Tags()["scalars"]
     if "train/episode_return" not in tags:
         return [], 0
-    points = [(e.step, e.value) for e in acc.Scalars("train/episode_return") if at is None or e.step <= at]
-    ticks = [e.step for e in acc.Scalars("train/epsilon") if at is None or e.step <= at] if "train/epsilon" in tags else []
-    return points, max(ticks + [s for s, _ in points[-1:]])
+    points = [(e.step, e.value) for e in acc.Scalars("train/episode_return")]
+    reached = max([e.step for e in acc.Scalars("train/epsilon")] if "train/epsilon" in tags else [points[-1][0]])
+    if frames:
+        reached -= sum(1 for step, _ in points if step <= reached)
+        points = [(step - i, value) for i, (step, value) in enumerate(points)]
+    if at is not None:
+        points, reached = [(step, v) for step, v in points if step <= at], min(reached, at)
+    return points, reached
 
 
 def last_returns(points: list[tuple[int, float]], n: int) -> tuple[float, int, int]:
@@ -58,7 +69,7 @@ def windowed(points: list[tuple[int, float]], reached: int, window: int) -> list
     return curve
 
 
-def plot_curves(groups: dict[tuple, list], window: int, path: str) -> None:
+def plot_curves(groups: dict[tuple, list], window: int, path: str, unit: str = "env steps") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,8 +87,8 @@ def plot_curves(groups: dict[tuple, list], window: int, path: str) -> None:
         ax.fill_between(x, curves.min(0), curves.max(0), alpha=0.25)
     for game, ax in zip(games, axes[0]):
         ax.set_title(str(game))
-        ax.set_xlabel("env steps")
-        ax.set_ylabel(f"training return (mean per {window // 1000}k steps)")
+        ax.set_xlabel(unit)
+        ax.set_ylabel(f"training return (mean per {window // 1000}k {unit.split()[-1]})")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -86,12 +97,14 @@ def plot_curves(groups: dict[tuple, list], window: int, path: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("roots", nargs="+", help="run directories or folders above them")
-    p.add_argument("--at", type=int, default=None, help="only episodes that ended at or before this env step")
+    p.add_argument("--at", type=int, default=None, help="only episodes that ended at or before this env step "
+                                                        "(game frame with --frames)")
     p.add_argument("--last", type=int, default=100, help="episodes averaged per run")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--window", type=int, default=0, help="also print each run's mean return per window of this "
                                                          "many env steps")
     p.add_argument("--plot", default="", help="with --window: draw those curves to this PNG")
+    p.add_argument("--frames", action="store_true", help="game frames instead of env steps (runs with one env)")
     args = p.parse_args(argv)
     if args.plot and args.window <= 0:
         print("--plot: needs --window > 0", file=sys.stderr)
@@ -101,7 +114,11 @@ def main(argv=None) -> int:
         files = [root / "config.yaml"] if (root / "config.yaml").exists() else root.rglob("config.yaml")
         for cfg_file in sorted(files):
             cfg = yaml.safe_load(cfg_file.read_text())
-            points, reached = episode_returns(cfg_file.parent, args.at)
+            if args.frames and cfg.get("num_envs", 1) != 1:
+                print(f"--frames: {cfg_file.parent} has --num-envs {cfg['num_envs']}; accepted: runs with one env",
+                      file=sys.stderr)
+                return 2
+            points, reached = episode_returns(cfg_file.parent, args.at, args.frames)
             if points:
                 curve = windowed(points, reached, args.window) if args.window > 0 else []
                 groups.setdefault(tuple(cfg.get(k) for k in KEY), []).append(
@@ -127,7 +144,7 @@ def main(argv=None) -> int:
             for run in runs:
                 print(f"{run[0]}: " + ", ".join(f"{v:.2f}" for v in run[-1]))
     if args.plot:
-        plot_curves(groups, args.window, args.plot)
+        plot_curves(groups, args.window, args.plot, "game frames" if args.frames else "env steps")
         print(f"wrote {args.plot}")
     return 0
 
