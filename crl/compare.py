@@ -718,7 +718,8 @@ def compare(run_dirs: Sequence[str], tags: Sequence[str] | None = None, out: str
         raise UserError("crl compare: nothing left to compare: every chosen tag is forgetting/* and every run saw a "
                         "single task (forgetting has no value there); choose other --tags")
     repeats = repeated_seeds(groups)
-    notes = [*repeated_seed_notes(repeats), *ignored_notes(groups, ignore), *tag_notes, *task_notes, *[n for r in runs for n in r.notes]]
+    notes = [*repeated_seed_notes(repeats), *ignored_notes(groups, ignore), *tag_notes, *task_notes,
+             *[n for r in runs for n in r.notes]]
     out = Path(out)
     colors = {label: f"C{k % 10}" for k, label in enumerate(groups)}  # a group keeps its colour in every plot
     try:
