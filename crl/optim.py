@@ -478,8 +478,7 @@ class SGDOptions:
 
 def _sgd_args(cfg) -> dict[str, Any]:
     """A run's SGD keywords, passed explicitly (a learner built outside ``crl.api.prepare`` gets them too)."""
-    return dict(lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, momentum=cfg.sgd_momentum,
-                nesterov=cfg.sgd_nesterov)
+    return {**_common_args(cfg), "momentum": cfg.sgd_momentum, "nesterov": cfg.sgd_nesterov}
 
 
 @OPTIMIZERS.register("sgd", "SGD (torch.optim.SGD); plain unless --sgd-momentum > 0", options=SGDOptions,
@@ -597,6 +596,11 @@ def optimizer_args(cfg) -> dict[str, Any]:
     mapping = entry.meta.get("args")
     if mapping is not None:
         return mapping(cfg)
+    return _common_args(cfg)
+
+
+def _common_args(cfg) -> dict[str, Any]:
+    """``--lr``, ``--adam-eps`` and ``--weight-decay`` as :func:`build_optimizer`'s keywords."""
     return dict(lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
 
@@ -875,8 +879,8 @@ class RMSpropOptions:
 
 def _rmsprop_args(cfg) -> dict[str, Any]:
     """A run's RMSprop keywords, passed explicitly (a learner built outside ``crl.api.prepare`` gets them too)."""
-    return dict(lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, alpha=cfg.rmsprop_alpha,
-                rms_eps=cfg.rmsprop_eps, centered=cfg.rmsprop_centered, momentum=cfg.rmsprop_momentum)
+    return {**_common_args(cfg), "alpha": cfg.rmsprop_alpha, "rms_eps": cfg.rmsprop_eps,
+            "centered": cfg.rmsprop_centered, "momentum": cfg.rmsprop_momentum}
 
 
 @OPTIMIZERS.register("rmsprop", "RMSprop (torch.optim.RMSprop), centered by default: the MinAtar reference DQN's "
