@@ -18,8 +18,9 @@ eval mode depends on its next state only, not on the other states of the batch (
 target network) is not offered.
 
 Read :meth:`DQNAgent.update` top to bottom for the algorithm; everything else is
-bookkeeping: acting in a NEXT_STEP-autoreset vector env (the reset transition never enters
-replay; truncation is bootstrapped, termination is not), reward clipping inside the agent
+bookkeeping: acting in a NEXT_STEP-autoreset vector env (an env's reset step is not an env step:
+it is not counted, earns no update and never enters replay; truncation is bootstrapped,
+termination is not), reward clipping inside the agent
 (raw scores are logged), epsilon schedule, target copies, evaluation and resume state.
 """
 from __future__ import annotations
@@ -388,7 +389,7 @@ class DQNAgent:
         return self.env_steps + self.steps_in_flight
 
     def train(self, task, steps: int) -> int:
-        """Collect ``steps`` env steps (rounded up to whole vector steps), updating as we go."""
+        """Collect ``steps`` env steps (transitions; rounded up to whole vector steps), updating as we go."""
         cfg, n, run = self.cfg, self.cfg.num_envs, self.run
         if self.env_task_index != run.task_index:
             self._switch_env(task, run.task_index)
@@ -401,29 +402,32 @@ class DQNAgent:
         overlap = cfg.overlap_env and hasattr(self.env, "send") and getattr(self.env, "batch_size", 0) == n
         done_steps = 0
         while done_steps < steps and not run.stop_requested:  # SIGINT/SIGTERM: return early, the runner checkpoints
+            # NEXT_STEP autoreset: an env whose episode ended at the last step only resets at this one (no frame
+            # is played, no transition stored), so it neither counts as an env step nor earns an update.
+            valid = ~self.prev_done
+            new = int(valid.sum())
             eps = self.epsilon()
             actions = self.act(self.obs, eps, self.np_rng)
             if overlap:  # the env steps in its own threads while the updates due at this step run
                 self.env.send(actions)
-                self.steps_in_flight = n
-                self._learn(n, self.env_steps + n)
+                self.steps_in_flight = new
+                self._learn(new, self.env_steps + new)
                 self.steps_in_flight = 0
                 next_obs, reward, terminated, truncated, info = self.env.recv()
             else:
                 next_obs, reward, terminated, truncated, info = self.env.step(actions)
-            valid = ~self.prev_done  # NEXT_STEP autoreset: the step after a done step is a reset, not a transition
             learn_reward = np.clip(reward, -1.0, 1.0) if cfg.clip_rewards else reward
             learn_terminated = terminated | self._life_lost(info, valid) if self.episodic_life else terminated
             self.replay.add(self.obs, actions, learn_reward, next_obs, learn_terminated, truncated, valid,
                             task=self.env_task_index)
-            self._track_episodes(reward, terminated | truncated, valid)
+            self.env_steps += new
+            done_steps += new
+            self._track_episodes(reward, terminated | truncated, valid)  # logged at the env steps taken so far
             self.prev_done = terminated | truncated
             self.obs = next_obs
-            self.env_steps += n
-            done_steps += n
             if not overlap:
-                self._learn(n, self.env_steps)
-            if self.env_steps % cfg.log_every < n:
+                self._learn(new, self.env_steps)
+            if self.env_steps % cfg.log_every < new:  # a multiple of log_every reached at this step
                 self._log_train(eps)
         return done_steps
 

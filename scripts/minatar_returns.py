@@ -7,10 +7,11 @@ groups runs by their ``config.yaml`` (agent, game or games, norm, intervention) 
 group the mean over runs with a 95% percentile-bootstrap CI (resampling runs; with 2-4 runs it
 under-covers, as ``crl compare`` notes too).
 
-``--frames`` counts game frames instead of crl's env steps: crl's env resets a finished game on
-the step after its last one (NEXT_STEP autoreset), and that step counts as an env step while the
-game does not move, so with one env the frame at which episode ``i`` (0-based) ends is its env
-step minus ``i`` (the reference counts frames: ``env.act`` calls). Only for runs with one env.
+``--frames`` puts each episode at the game frame it ended: the summed ``train/episode_length``
+of the run's episodes so far (the reference counts frames: ``env.act`` calls). Up to commit
+``afc40b6`` crl also counted each env's reset step (NEXT_STEP autoreset: the game does not move)
+as an env step, so the env steps of those runs run ahead of their frames; for later runs the
+two are equal. Only for runs with one env.
 
 ``--window W`` also prints, per run, the mean return of the training episodes ending in each
 window of W env steps (the learning curve), and ``--plot PNG`` draws those curves: one panel per
@@ -34,7 +35,7 @@ KEY = ("scenario", "agent", "game", "games", "norm", "intervention", "steps")
 def episode_returns(run_dir: Path, at: int | None, frames: bool = False) -> tuple[list[tuple[int, float]], int]:
     """``(end step, return)`` of the run's training episodes (ended at or before ``at``), and the env
     step the run has reached (its last ``train/epsilon`` point, logged every ``--log-every`` steps).
-    ``frames``: game frames instead of env steps (one env: each earlier episode's reset step taken off)."""
+    ``frames``: game frames instead of env steps (one env: episode ends at the summed episode lengths)."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     tags = acc.Tags()["scalars"]
@@ -43,8 +44,9 @@ def episode_returns(run_dir: Path, at: int | None, frames: bool = False) -> tupl
     points = [(e.step, e.value) for e in acc.Scalars("train/episode_return")]
     reached = max([e.step for e in acc.Scalars("train/epsilon")] if "train/epsilon" in tags else [points[-1][0]])
     if frames:
-        reached -= sum(1 for step, _ in points if step <= reached)
-        points = [(step - i, value) for i, (step, value) in enumerate(points)]
+        played = np.cumsum([int(e.value) for e in acc.Scalars("train/episode_length")])
+        reached -= points[-1][0] - int(played[-1])  # the reset steps counted up to the last episode's end
+        points = [(int(f), value) for f, (_, value) in zip(played, points)]
     if at is not None:
         points, reached = [(step, v) for step, v in points if step <= at], min(reached, at)
     return points, reached

@@ -286,3 +286,23 @@ def test_nap_schedule_options_refused_without_norm_nap(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --nap-warmup:") and "--norm nap" in err[0]
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_env_steps_count_transitions_not_autoreset_steps(run_root):
+    # NEXT_STEP autoreset spends one env.step on each reset: no frame is played and no transition
+    # stored, so it must not count as an env step nor earn an update (Dopamine and MinAtar's
+    # examples/dqn.py count played frames). With one env, an episode ending at env step s then
+    # has s equal to the summed lengths of all episodes so far.
+    args = gym_args(run_root, "--steps", "800", "--learning-starts", "100", "--train-freq", "1",
+                    "--batch-size", "8", "--eval-every", "800", "--eval-episodes", "1", "--log-every", "1",
+                    "--name", "count")
+    assert main(args) == 0
+    (run_dir,) = run_root.glob("*/*/count")
+    ends = _scalars(run_dir, "train/episode_length")
+    updates = dict(_scalars(run_dir, "train/updates"))
+    assert len(ends) >= 10  # CartPole under a near-random policy: episodes of about 20 steps
+    played = 0
+    for step, length in ends:
+        played += int(length)
+        assert step == played
+        assert updates[step] == max(0, played - 100 + 1)  # one update per transition from step 100 on
