@@ -90,6 +90,9 @@ class Config:
     """
 
     def __init__(self, **values: Any):
+        from crl.registry import load_builtins  # the built-in components declare their options on import
+
+        load_builtins()
         known = opts.option_fields()
         unknown = sorted(set(values) - set(known))
         if unknown:

@@ -64,3 +64,16 @@ def test_an_option_name_declared_twice_is_refused():
 
     with pytest.raises(ValueError, match="redo_tau.*already declared by RedoOptions"):
         Registry("thing", "--thing").register("clash", "a clash", options=Clash)(lambda cfg: None)
+
+
+def test_public_config_knows_component_options_in_a_fresh_interpreter():
+    # crl.Config(...) / crl.make_config(...) from a user script: the built-in components must have
+    # declared their options (DQN's learning_starts, MinAtar's game) before the names are checked.
+    import subprocess
+    import sys
+
+    code = ("import crl; c = crl.Config(agent='dqn', learning_starts=5); "
+            "m = crl.make_config('minatar', scenario='minatar', game='breakout'); print(c.learning_starts, m.game)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["5", "breakout"]
