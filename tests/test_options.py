@@ -1,6 +1,8 @@
 """Options live with their component: composition, config.yaml, checks, budget notes, in-play."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -69,9 +71,6 @@ def test_an_option_name_declared_twice_is_refused():
 def test_public_config_knows_component_options_in_a_fresh_interpreter():
     # crl.Config(...) / crl.make_config(...) from a user script: the built-in components must have
     # declared their options (DQN's learning_starts, MinAtar's game) before the names are checked.
-    import subprocess
-    import sys
-
     code = ("import crl; c = crl.Config(agent='dqn', learning_starts=5); "
             "m = crl.make_config('minatar', scenario='minatar', game='breakout'); print(c.learning_starts, m.game)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
