@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from crl.checkpoint import load_latest_checkpoint
+from crl.checkpoint import load_latest_checkpoint, protocol_problem
 from crl.config import Config, adapt_to_budget, flag, load_config, make_config, validate
 from crl.errors import UserError
 from crl.hooks import Hook, HookList
@@ -167,6 +167,10 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict
     the learning-rate horizon) stay those of the original run, the new final evaluation replaces
     the eval-matrix row, and every earlier point of the event file stays (the old final
     evaluation included). Otherwise "resuming <run_dir> from step N" goes to stderr first.
+
+    A checkpoint of another :data:`crl.checkpoint.PROTOCOL` (a crl that counts steps or trains
+    differently) is refused with a UserError; one without a protocol mark (written before it
+    existed) resumes after a warning line saying what may differ.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -186,6 +190,12 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict
         return {**summary, "already_finished": True}
     if new_steps is not None and new_steps < r["global_step"]:  # one task: its steps are the run's
         raise UserError(f"--steps: {run_dir} has already trained {r['global_step']} steps; give at least that many")
+    problem = protocol_problem(state)
+    if problem is not None:
+        text, certain = problem
+        if certain:
+            raise UserError(f"--resume: cannot resume {run_dir}: {text}")
+        print(f"warning: resuming {run_dir}: {text}", file=sys.stderr)
     for name, value in changes.items():
         setattr(cfg, name, value)
     with user_code_errors():

@@ -200,8 +200,6 @@ class _Run:
             self.hooks.on_run_start(self)
 
     def start_experience(self, strategy) -> None:
-        from crl.interventions.nap import warmup_for
-
         exp = strategy.experience
         index = int(getattr(exp, "current_experience", self.task_index + 1))
         self.task_index = index

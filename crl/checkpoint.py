@@ -2,6 +2,9 @@
 
 Layout: ``<run_dir>/checkpoints/step_<global_step>.pt`` plus ``.sha256`` beside it. The
 newest checkpoint that verifies is used; a corrupt one is reported and skipped.
+
+Every checkpoint carries crl's :data:`PROTOCOL` number, so that ``--resume`` with a crl that counts
+or trains differently from the one that wrote it refuses instead of switching mid-run.
 """
 from __future__ import annotations
 
@@ -18,6 +21,14 @@ import torch
 from crl.errors import UserError
 
 KEEP = 2  # checkpoints kept per run: the newest and one to fall back to
+
+# Raised by one whenever a change of crl makes a run resumed from an older checkpoint go on differently
+# from how it began (what a step is, when updates run); each number says what changed. Checkpoints
+# written before the mark existed carry none.
+PROTOCOL = 2
+PROTOCOL_CHANGES = {
+    2: "crl's DQN no longer counts an env's autoreset step as an env step (nor runs an update on it)",
+}
 
 
 def _ckpt_dir(run_dir: Path) -> Path:
@@ -48,6 +59,24 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], prefix: str
         old.unlink(missing_ok=True)
         old.with_suffix(".sha256").unlink(missing_ok=True)
     return path
+
+
+def protocol_problem(state: dict[str, Any]) -> tuple[str, bool] | None:
+    """Why a checkpoint's run would go on differently under this crl, and whether that is certain:
+    ``(text, True)`` for another protocol number (resume must refuse), ``(text, False)`` for a checkpoint
+    without one (written before the mark; whether its run predates the changes is unknown). None: same."""
+    got = state.get("protocol")
+    if got == PROTOCOL:
+        return None
+    if got is None:
+        return (f"its checkpoint carries no protocol mark (crl before protocol {PROTOCOL}: "
+                f"{PROTOCOL_CHANGES[PROTOCOL]}); if the run was started before that change it counts differently "
+                "from here on", False)
+    if got > PROTOCOL:
+        return f"its checkpoint was written by a newer crl (protocol {got}; this crl has {PROTOCOL})", True
+    changed = "; ".join(f"{n}: {PROTOCOL_CHANGES[n]}" for n in range(got + 1, PROTOCOL + 1))
+    return (f"it was written by crl protocol {got} and this crl has protocol {PROTOCOL} ({changed}); resume it "
+            f"with the crl that started it", True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crl.checkpoint import load_latest_checkpoint, save_checkpoint
+from crl.checkpoint import PROTOCOL, load_latest_checkpoint, save_checkpoint
 from crl.config import Config
 from crl.hooks import HookList
 from crl.logging import RunLogger
@@ -195,6 +195,7 @@ class Runner:
     # ---------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
         return {
+            "protocol": PROTOCOL,
             "runner": {"task_index": self.task_index, "step_in_task": self.step_in_task,
                        "global_step": self.global_step, "eval_matrix": self.eval_matrix,
                        "eval_count": self.eval_count},

@@ -6,6 +6,8 @@
 * ``--resume`` of a finished run: without a larger ``--steps`` one line and no file touched;
   with one, training goes on and equals a run given the larger budget from the start, with the
   old final evaluation still in the event file. Other options cannot change on resume.
+* A checkpoint of another crl protocol (a crl that counts steps differently) is refused; one
+  written before the protocol mark existed resumes with a warning.
 * SIGINT mid-task: ``summary.json`` is strict JSON (no bare NaN).
 * An exception in a user's scenario file (at import, in the scenario function, in a make_env, in an
   env wrapper during training), or a make_env of the file that fails inside gymnasium: one line
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -29,7 +32,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import gym_args
-from crl.checkpoint import load_latest_checkpoint
+from crl.checkpoint import (PROTOCOL, PROTOCOL_CHANGES, atomic_write, list_checkpoints, load_checkpoint,
+                            load_latest_checkpoint)
 from crl.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,6 +257,47 @@ def test_finished_run_without_summary_is_only_finalised(finished, tmp_path, caps
     assert got["final_scores"] == expected["final_scores"]
     new = _weights(run_dir)
     assert all(torch.equal(new[k], weights[k]) for k in weights)
+
+
+def _edit_newest_checkpoint(run_dir: Path, edit) -> None:
+    """Rewrite the run's newest checkpoint after ``edit(state)``, with a matching .sha256 (as crl writes it)."""
+    path = list_checkpoints(run_dir)[-1]
+    state = load_checkpoint(path)
+    edit(state)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+    atomic_write(path.with_suffix(".sha256"), hashlib.sha256(buf.getvalue()).hexdigest().encode())
+
+
+def test_checkpoint_of_another_protocol_is_refused_and_touches_nothing(finished, tmp_path, capsys):
+    """A run written by a crl that counted steps differently must not switch counting mid-run."""
+    assert load_latest_checkpoint(finished[0])["protocol"] == PROTOCOL
+    run_dir = _copy(finished[0], tmp_path)
+    _edit_newest_checkpoint(run_dir, lambda state: state.update(protocol=PROTOCOL - 1))
+    before = _files(run_dir)
+    capsys.readouterr()
+    assert main(["gym", "--resume", str(run_dir), "--steps", "1500"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert line.startswith(f"error: --resume: cannot resume {run_dir}: it was written by crl protocol "
+                           f"{PROTOCOL - 1}"), line
+    assert PROTOCOL_CHANGES[PROTOCOL] in line
+    assert _files(run_dir) == before
+
+
+def test_checkpoint_without_protocol_mark_resumes_with_a_warning(finished, tmp_path, capsys):
+    """Checkpoints written before the mark existed: resumed as before, with one line saying what may differ."""
+    short, long = finished
+    run_dir = _copy(short, tmp_path)
+    _edit_newest_checkpoint(run_dir, lambda state: state.pop("protocol"))
+    capsys.readouterr()
+    assert main(["gym", "--resume", str(run_dir), "--steps", "1500"]) == 0
+    warning = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning: ")]
+    assert warning == [f"warning: resuming {run_dir}: its checkpoint carries no protocol mark (crl before "
+                       f"protocol {PROTOCOL}: {PROTOCOL_CHANGES[PROTOCOL]}); if the run was started before that "
+                       "change it counts differently from here on"]
+    assert load_latest_checkpoint(run_dir)["protocol"] == PROTOCOL  # marked from now on
+    _assert_same_weights(long, run_dir)
 
 
 OWN_BUDGET = '''import crl

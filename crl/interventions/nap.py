@@ -21,7 +21,8 @@ Learning-rate protocol. The paper makes the learning-rate schedule explicit and 
 method: on sequential ALE a linear warmup followed by a cosine decay, restarted at every task
 change. ``--norm nap`` alone gives that schedule (crl/optim.py :class:`LRSchedule`): unless
 ``--lr-schedule`` or ``--lr-warmup`` are given, they become ``cosine`` and ``--nap-warmup``
-(1,000 updates, lowered to a tenth of a task's updates when a task is shorter than 10,000), the schedule
+(1,000 updates; DQN lowers it to a tenth of a task's updates when a task is shorter than 10,000, the
+classifier only when its shortest task is shorter than the warmup, see ``agents/classifier.py``), the schedule
 starts at ``--nap-init-lr`` (1e-8), rises to ``--lr`` and decays to ``--nap-final-lr``
 (1e-6), and ``--lr-restart-per-task auto`` restarts it at every task. These are the values
 crl's reading of the paper's sequential-ALE setup gives (its peak there is 6.25e-4; crl keeps
