@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import contextlib
 import itertools
 import json
 import math
@@ -47,6 +48,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,6 +403,22 @@ def _trial_dirname(trial) -> str:
     return trial.config["trial"]["name"]
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """Ray Tune's ``fit`` installs its own SIGINT and SIGUSR1 handlers and leaves them after it returns
+    (they restore the previous one only when a signal comes): a later Ctrl-C in the same process would
+    print Tune's message and be swallowed. Put back the handlers there were before."""
+    names = [n for n in ("SIGINT", "SIGUSR1") if hasattr(signal, n)]
+    main = threading.current_thread() is threading.main_thread()  # signal.signal works there only
+    before = {n: signal.getsignal(getattr(signal, n)) for n in names} if main else {}
+    try:
+        yield
+    finally:
+        for n, handler in before.items():
+            if handler is not None:  # None: set outside Python; cannot be put back
+                signal.signal(getattr(signal, n), handler)
+
+
 def run_ray(trials: list[Trial], args: argparse.Namespace) -> int | None:
     try:
         import ray
@@ -445,7 +463,8 @@ def run_ray(trials: list[Trial], args: argparse.Namespace) -> int | None:
             run_config=tune.RunConfig(name="crl-sweep", storage_path=storage, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
-        results = tuner.fit()
+        with _signal_handlers_kept():
+            results = tuner.fit()
         by_name = {t.name: t for t in todo}
         for result in results:
             t = by_name.get((result.config or {}).get("trial", {}).get("name"))

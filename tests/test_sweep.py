@@ -3,6 +3,7 @@ finished trials and resume interrupted ones; a comparison table at the end."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def test_ray_sweep_2x2_then_rerun_skips(run_root, capsys):
     pytest.importorskip("ray.tune")
     argv = ["sweep", "--cpus-per-run", "0.5", "--max-concurrent", "2", *FAST, "--grid", "norm=none,layernorm", "--grid", "seed=0,1", "--",
             *gym_args(run_root, *TINY)]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
     assert main(argv) == 0
+    # Ray Tune leaves its own handlers installed after fit(): a later Ctrl-C in this process would be swallowed
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
     out = capsys.readouterr().out
     dirs = _trial_dirs(run_root)
     assert sorted(dirs) == ["norm=layernorm,seed=0", "norm=layernorm,seed=1", "norm=none,seed=0", "norm=none,seed=1"]
