@@ -1,0 +1,88 @@
+"""How large the optimizer's per-weight steps are, read from a run's checkpoint.
+
+RMSprop and Adam divide each weight's gradient by ``sqrt(second moment) + eps``. When the
+gradient's scale is far above ``eps`` the step is about ``lr`` whatever the loss's scale; when it
+is far below, the step is about ``lr * g / eps``: plain SGD with learning rate ``lr / eps``, so a
+loss whose gradients are k times smaller takes k times smaller steps. The MinAtar reference
+preset uses centered RMSprop with ``eps = 0.01`` (Young & Tian 2019), large next to DQN's gradients,
+so swapping the loss (Huber, MSE, HL-Gauss cross-entropy) also changes the effective step size.
+This script measures that from the optimizer state in a checkpoint, per run (default: its newest):
+
+* ``below eps``: share of weights whose denominator (without ``eps``) is below ``eps``;
+* ``grad rms``: median over weights of ``sqrt(E[g^2])`` (the second-moment average);
+* ``step rms`` / ``step median``: per-weight RMS step ``lr * sqrt(E[g^2]) / (denominator + eps)``
+  (the size of the step a typical gradient gets now), its RMS and median over all weights.
+
+Denominators (torch's update rules): RMSprop ``sqrt(v)`` or, centered, ``sqrt(v - m^2)`` with ``v``
+``square_avg`` and ``m`` ``grad_avg``; Adam/AdamW ``sqrt(v / (1 - beta2^t))`` with ``v``
+``exp_avg_sq`` (the step uses the first moment; the size of a typical step is read here from the
+second moment, as for RMSprop). Other optimizers are refused.
+
+    python scripts/optimizer_steps.py runs/minatar/dqn-none-none/ref-breakout-s0 runs/minatar/dqn-mse-none-none/*
+    python scripts/optimizer_steps.py RUN --step 500000 --per-layer
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from crl.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
+
+
+def denominators(state: dict, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sqrt(E[g^2]), denominator without eps)`` of one parameter's optimizer state."""
+    if "square_avg" in state:  # RMSprop
+        v = state["square_avg"]
+        d = v - state["grad_avg"] ** 2 if group.get("centered") else v
+        return v.sqrt(), d.clamp_min(0).sqrt()
+    if "exp_avg_sq" in state:  # Adam, AdamW
+        t = float(state["step"])
+        v = state["exp_avg_sq"] / (1 - group["betas"][1] ** t)
+        return v.sqrt(), v.sqrt()
+    raise SystemExit(f"error: optimizer state with keys {sorted(state)}: only RMSprop and Adam/AdamW are read")
+
+
+def measure(run: Path, step: int | None, per_layer: bool) -> None:
+    paths = list_checkpoints(run)
+    if step is not None:
+        paths = [p for p in paths if int(p.stem.split("_")[1]) == step]
+    if not paths:
+        raise SystemExit(f"error: {run}: no checkpoint" + (f" at step {step}" if step is not None else ""))
+    ckpt = load_checkpoint(paths[-1])
+    opt = ckpt["learner"]["optimizer"]
+    group_of = {i: g for g in opt["param_groups"] for i in g["params"]}
+    rows, totals = [], []
+    for i, state in sorted(opt["state"].items()):
+        group = group_of[i]
+        rms, den = denominators(state, group)
+        steps = group["lr"] * rms / (den + group["eps"])
+        totals.append((rms.flatten(), den.flatten() < group["eps"], steps.flatten()))
+        if per_layer:
+            rows.append(f"  parameter {i} {tuple(rms.shape)}: " + summary(*totals[-1]))
+    rms, below, steps = (torch.cat(parts) for parts in zip(*totals))
+    print(f"{run} @ {paths[-1].stem.split('_')[1].lstrip('0')}: " + summary(rms, below, steps))
+    for row in rows:
+        print(row)
+
+
+def summary(rms: torch.Tensor, below: torch.Tensor, steps: torch.Tensor) -> str:
+    return (f"below eps {below.float().mean():.3f}  grad rms {rms.median():.2e}  "
+            f"step rms {steps.pow(2).mean().sqrt():.2e}  step median {steps.median():.2e}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run directories (with checkpoints/)")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint at this env step (default: the newest)")
+    p.add_argument("--per-layer", action="store_true", help="also one line per parameter tensor (in the optimizer's order)")
+    args = p.parse_args()
+    for run in args.runs:
+        measure(run, args.step, args.per_layer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""scripts/optimizer_steps.py: its denominators are the ones torch's RMSprop and Adam divide by."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from crl.checkpoint import save_checkpoint
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "optimizer_steps.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("optimizer_steps", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _trained(make, steps: int = 5):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(7, 3, dtype=torch.float64))  # float64: the change is ~1e-5 of w
+    opt = make([w])
+    for _ in range(steps):
+        w.grad = torch.randn_like(w) * 0.02
+        opt.step()
+    return w, opt
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.RMSprop(p, lr=2.5e-4, alpha=0.95, eps=0.01, centered=True),
+    lambda p: torch.optim.RMSprop(p, lr=1e-3, alpha=0.9, eps=1e-3),
+    lambda p: torch.optim.Adam(p, lr=6.25e-5, eps=1.5e-4),
+], ids=["rmsprop-centered", "rmsprop", "adam"])
+def test_denominator_is_the_update_rules(make):
+    """After a step, the change of each weight is lr * numerator / (denominator + eps), with the
+    denominator the script computes from the state the step left (RMSprop's numerator: that
+    step's gradient; Adam's: the bias-corrected first moment)."""
+    w, opt = _trained(make)
+    before, g = w.detach().clone(), torch.randn_like(w) * 0.02
+    w.grad = g
+    opt.step()
+    state, group = opt.state[w], opt.param_groups[0]
+    _, den = _script().denominators(state, group)
+    if "exp_avg" in state:
+        g = state["exp_avg"] / (1 - group["betas"][0] ** float(state["step"]))
+    torch.testing.assert_close(before - w.detach(), group["lr"] * g / (den + group["eps"]), rtol=1e-9, atol=0)
+
+
+def test_reads_a_checkpoint(tmp_path):
+    """From a crl checkpoint on disk: 3 of 7 rows get gradients of size ~2, the other 4 of size
+    ~0.02; with eps 0.1 the 12 weights of those 4 rows are the ones below eps (12/21 = 0.571)."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.zeros(7, 3))
+    opt = torch.optim.RMSprop([w], lr=1e-3, eps=0.1)
+    scale = torch.tensor([100.0] * 3 + [1.0] * 4)[:, None] * 0.02
+    for _ in range(3):
+        w.grad = torch.randn_like(w).sign() * scale
+        opt.step()
+    save_checkpoint(tmp_path, 300, {"learner": {"optimizer": opt.state_dict()}})
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--per-layer"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    head, layer = out.stdout.splitlines()
+    assert head.startswith(f"{tmp_path} @ 300: below eps 0.571")
+    assert layer.startswith("  parameter 0 (7, 3): below eps 0.571")
+    missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--step", "7"], capture_output=True,
+                             text=True)
+    assert missing.returncode == 1 and "no checkpoint at step 7" in missing.stderr
