@@ -13,6 +13,11 @@ This script measures that from the optimizer state in a checkpoint, per run (def
 * ``step rms`` / ``step median``: per-weight RMS step ``lr * sqrt(E[g^2]) / (denominator + eps)``
   (the size of the step a typical gradient gets now), its RMS and median over all weights.
 
+``--windows 0,100000,300000,500000`` reads the whole training instead, from the run's event
+files: the mean of ``plasticity/update_ratio`` (``||Delta W|| / ||W||`` over one optimizer step, all
+parameters, logged every ``--metrics-every`` steps) in each window of env steps, the number of
+points in brackets; no checkpoint needed.
+
 Denominators (torch's update rules): RMSprop ``sqrt(v)`` or, centered, ``sqrt(v - m^2)`` with ``v``
 ``square_avg`` and ``m`` ``grad_avg``; Adam/AdamW ``sqrt(v / (1 - beta2^t))`` with ``v``
 ``exp_avg_sq`` (the step uses the first moment; the size of a typical step is read here from the
@@ -20,6 +25,7 @@ second moment, as for RMSprop). Other optimizers are refused.
 
     python scripts/optimizer_steps.py runs/minatar/dqn-none-none/ref-breakout-s0 runs/minatar/dqn-mse-none-none/*
     python scripts/optimizer_steps.py RUN --step 500000 --per-layer
+    python scripts/optimizer_steps.py runs/minatar/*/*-breakout-s0 --windows 0,100000,300000,500000
 """
 from __future__ import annotations
 
@@ -69,6 +75,22 @@ def measure(run: Path, step: int | None, per_layer: bool) -> None:
         print(row)
 
 
+def update_ratio_windows(run: Path, edges: list[int]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    tag = "plasticity/update_ratio"
+    if tag not in acc.Tags()["scalars"]:
+        raise SystemExit(f"error: {run}: no {tag} in its event files (metrics off?)")
+    points = [(e.step, e.value) for e in acc.Scalars(tag)]
+    cells = []
+    for lo, hi in zip(edges, edges[1:]):
+        inside = [v for step, v in points if lo < step <= hi]
+        cells.append(f"{sum(inside) / len(inside):.2e} ({len(inside)})" if inside else "-")
+    print(f"{run}: " + " | ".join(cells))
+
+
 def summary(rms: torch.Tensor, below: torch.Tensor, steps: torch.Tensor) -> str:
     return (f"below eps {below.float().mean():.3f}  grad rms {rms.median():.2e}  "
             f"step rms {steps.pow(2).mean().sqrt():.2e}  step median {steps.median():.2e}")
@@ -79,9 +101,14 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path, help="run directories (with checkpoints/)")
     p.add_argument("--step", type=int, default=None, help="the checkpoint at this env step (default: the newest)")
     p.add_argument("--per-layer", action="store_true", help="also one line per parameter tensor (in the optimizer's order)")
+    p.add_argument("--windows", default="", help="comma-separated env-step edges: mean update_ratio per window "
+                                                  "from the event files instead")
     args = p.parse_args()
+    edges = [int(x) for x in args.windows.split(",")] if args.windows else []
+    if args.windows and (len(edges) < 2 or edges != sorted(edges)):
+        p.error(f"--windows: at least two increasing env steps, got {args.windows}")
     for run in args.runs:
-        measure(run, args.step, args.per_layer)
+        update_ratio_windows(run, edges) if edges else measure(run, args.step, args.per_layer)
 
 
 if __name__ == "__main__":

@@ -70,3 +70,17 @@ def test_reads_a_checkpoint(tmp_path):
     missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--step", "7"], capture_output=True,
                              text=True)
     assert missing.returncode == 1 and "no checkpoint at step 7" in missing.stderr
+
+
+def test_update_ratio_windows_from_event_files(tmp_path):
+    """--windows: the mean of the logged update_ratio points in each window (lo, hi]."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    for step, value in [(50, 1.0), (100, 3.0), (150, 10.0), (400, 99.0)]:
+        writer.add_scalar("plasticity/update_ratio", value, step)
+    writer.close()
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--windows", "0,100,200,300"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{tmp_path}: 2.00e+00 (2) | 1.00e+01 (1) | -"

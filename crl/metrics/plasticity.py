@@ -374,6 +374,10 @@ def nap_effective_lr(weight: Any, lr: float, optimizer: str = "sgd") -> float:
     * ``optimizer="sgd"``: ``eta / ||W||_F^2``;
     * ``optimizer="adaptive"`` (Adam, AdamW, RMSprop, NorMuon, ...: the step does not scale with the
       gradient, so only one factor ``1/||W||`` remains): ``eta / ||W||_F``, the Adam analogue.
+      This holds while the gradients' scale is far above the optimizer's epsilon. Where it is far
+      below (the MinAtar preset's RMSprop, eps 0.01: ``docs/results/minatar.md``, section 2) the
+      step is ``eta g / eps`` and the SGD form with ``eta / eps`` applies; this metric does not
+      detect that regime (``scripts/optimizer_steps.py`` measures it from a checkpoint).
 
     ``lr`` is the learning rate of the weight's parameter group at that moment (schedule
     included). Zero weights give ``inf`` (no direction to move).
