@@ -269,7 +269,7 @@ class ClassifierLearner:
         budgets = [t.steps or cfg.steps for t in stream]
         restart = cfg.lr_restart_per_task == "on" or (cfg.lr_restart_per_task == "auto" and cfg.norm == "nap")
         self.schedule = LRSchedule(self.optimizer, cfg.lr_schedule, opt_args["lr"], total_steps=sum(budgets),
-                                   warmup_steps=self._warmup(cfg.lr_warmup, min(budgets)), restart_per_task=restart,
+                                   warmup_steps=self._warmup(cfg, min(budgets)), restart_per_task=restart,
                                    steps_per_task=budgets[0], **nap.schedule_ends(cfg))
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.strategy = cfg.strategy
@@ -295,10 +295,15 @@ class ClassifierLearner:
 
     # ------------------------------------------------------------------ setup
     @staticmethod
-    def _warmup(warmup: int, shortest_task: int) -> int:
-        """``--lr-warmup``, cut to a tenth of the shortest task's updates when it would outlast that task
-        (so a per-task schedule still decays; e.g. NaP's 1,000-update warmup on a 24-update task)."""
-        return warmup if warmup <= shortest_task else max(1, shortest_task // 10)
+    def _warmup(cfg, shortest_task: int) -> int:
+        """The schedule's warmup: NaP's (``--norm nap`` without ``--lr-warmup``: fit_budget copied
+        ``--nap-warmup`` into ``lr_warmup``) cut to a tenth of a task shorter than ten warmups,
+        :func:`crl.interventions.nap.warmup_for`, as in DQN; any other ``--lr-warmup`` as given,
+        cut to a tenth of the shortest task's updates only when it would outlast that task (so a
+        per-task schedule still decays)."""
+        if cfg.norm == "nap" and 0 < cfg.nap_warmup == cfg.lr_warmup:
+            return nap.warmup_for(cfg.nap_warmup, shortest_task)
+        return cfg.lr_warmup if cfg.lr_warmup <= shortest_task else max(1, shortest_task // 10)
 
     @staticmethod
     def _check_config(cfg) -> None:

@@ -306,3 +306,29 @@ def test_env_steps_count_transitions_not_autoreset_steps(run_root):
         played += int(length)
         assert step == played
         assert updates[step] == max(0, played - 100 + 1)  # one update per transition from step 100 on
+
+
+def _warmups(lr: dict[int, float], peak: float) -> tuple[list[int], list[int]]:
+    """Per task: the updates of its warmup (its first update to the first at the peak), and its updates.
+    A task starts at the first update and wherever the lr rises again after falling (a restart)."""
+    steps = sorted(lr)
+    starts = [steps[0]] + [s for a, b, s in zip(steps, steps[1:], steps[2:]) if lr[b] < lr[a] and lr[s] > lr[b]]
+    return [min(s for s in steps if s >= start and lr[s] == pytest.approx(peak, rel=1e-6)) - start + 1
+            for start in starts], [b - a for a, b in zip(starts, starts[1:] + [steps[-1] + 1])]
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["nap-warmup", "explicit-lr-warmup"])
+def test_classifier_with_epochs_cuts_naps_warmup_as_dqn_does(tmp_path, explicit):
+    # With --epochs the classifier learns its tasks' updates only from its data; NaP's warmup (20 here)
+    # is still cut to a tenth of a task shorter than ten warmups (warmup_for, DQN's rule), while a
+    # --lr-warmup given explicitly is used as given.
+    argv = ["run", "split-digits", "--n-tasks", "2", "--norm", "nap", "--epochs", "5", "--batch-size", "64",
+            "--run-dir", str(tmp_path), "--no-progress", "--metrics-every", "0", "--mlp-hidden", "16",
+            "--log-every", "1", "--name", "w"] + (["--lr-warmup", "20"] if explicit else ["--nap-warmup", "20"])
+    assert main(argv) == 0
+    (run_dir,) = tmp_path.glob("*/*/w")
+    warmups, task_updates = _warmups(dict(_scalars(run_dir, "train/lr")), peak=1e-3)
+    assert len(warmups) == 2 and 20 < min(task_updates) < 200, task_updates  # a task shorter than ten warmups
+    assert warmups == [20, 20] if explicit else warmups == [min(task_updates) // 10] * 2
+    config = (run_dir / "config.yaml").read_text()
+    assert ("nap_warmup: 0\n" in config) == explicit

@@ -21,14 +21,16 @@ Learning-rate protocol. The paper makes the learning-rate schedule explicit and 
 method: on sequential ALE a linear warmup followed by a cosine decay, restarted at every task
 change. ``--norm nap`` alone gives that schedule (crl/optim.py :class:`LRSchedule`): unless
 ``--lr-schedule`` or ``--lr-warmup`` are given, they become ``cosine`` and ``--nap-warmup``
-(1,000 updates; DQN lowers it to a tenth of a task's updates when a task is shorter than 10,000, the
-classifier only when its shortest task is shorter than the warmup, see ``agents/classifier.py``), the schedule
+(1,000 updates, lowered to a tenth of a task's updates when a task is shorter than 10,000: by
+:func:`warmup_for`, here for DQN and the classifier with ``--epochs 0``, in the classifier once its
+data is loaded with ``--epochs``, per experience in the Avalanche plugin), the schedule
 starts at ``--nap-init-lr`` (1e-8), rises to ``--lr`` and decays to ``--nap-final-lr``
 (1e-6), and ``--lr-restart-per-task auto`` restarts it at every task. These are the values
 crl's reading of the paper's sequential-ALE setup gives (its peak there is 6.25e-4; crl keeps
 ``--lr`` as the peak, so pass ``--lr 6.25e-4`` for that); no official code is public to check
 them against. The changed options are printed as notes, like the short-budget adaptations.
-Given explicitly, ``--lr-schedule`` and ``--lr-warmup`` win.
+Given explicitly, ``--lr-schedule`` and ``--lr-warmup`` win (``--lr-warmup`` as given, not cut
+to a tenth; ``--nap-warmup`` is then recorded as 0).
 """
 from __future__ import annotations
 
@@ -67,16 +69,22 @@ class NaPOptions:
             cfg.lr_schedule = "cosine"
             notes.append("--norm nap: cosine learning-rate decay restarted at every task (NaP protocol; "
                          "--lr-schedule to change)")
+        if "lr_warmup" in explicit and self.nap_warmup > 0:
+            # the user's warmup replaces NaP's; nap_warmup 0 records that (the classifier tells the two
+            # apart by it when it cuts a warmup to its task lengths, known only once its data is loaded)
+            self.nap_warmup = cfg.nap_warmup = 0
+            notes.append(f"--norm nap: --lr-warmup {cfg.lr_warmup} replaces NaP's warmup (--nap-warmup 0 recorded)")
         if "lr_warmup" not in explicit and cfg.lr_warmup == 0 and self.nap_warmup > 0:
             if cfg.agent != "classifier":
                 per_task = max(1, cfg.steps // max(1, cfg.train_freq))  # DQN: one update per train_freq env steps
             elif cfg.epochs == 0:
                 per_task = cfg.steps
             else:
-                per_task = None  # known once the data is loaded: the classifier cuts a warmup longer than a task
+                per_task = None  # known once the data is loaded: the classifier applies warmup_for then
             cfg.lr_warmup = self.nap_warmup if per_task is None else warmup_for(self.nap_warmup, per_task)
-            notes.append(f"--norm nap: {cfg.lr_warmup} updates of learning-rate warmup at every task (NaP protocol; "
-                         "--lr-warmup to change)")
+            cut = f", or a tenth of a task shorter than {10 * self.nap_warmup:,} updates" if per_task is None else ""
+            notes.append(f"--norm nap: {cfg.lr_warmup} updates of learning-rate warmup at every task{cut} (NaP "
+                         "protocol; --lr-warmup to change)")
         return notes
 
 
