@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import load_script
 from crl.config import make_config
 from crl.errors import UserError
 from crl.interventions.meta_rescale import MetaRescale, index_batch
@@ -281,13 +282,7 @@ def test_default_weights_stay_separated_after_training_on_noisy_digits():
     (Meta-Weight-Net's: virtual step 0.1, Adam 1e-3 with weight decay 1e-4) 0.09 vs 1.58.
     """
     pytest.importorskip("sklearn")
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_meta_rescale.py"
-    spec = importlib.util.spec_from_file_location("_bench_meta_rescale", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_meta_rescale")
     hook = MetaRescale()
     args = SimpleNamespace(steps=1000, batch_size=64, lr=1e-3, noise=0.4, hidden=[256, 256], keep=hook.keep,
                            meta_lr=hook.lr, meta_inner_lr=hook.inner_lr, meta_weight_decay=hook.weight_decay,

@@ -6,8 +6,6 @@ crl's own replay (uint8 frames, its n-step assembly), so the observation scaling
 mask and the bootstrap are checked along with the loss and the optimizer."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,19 +14,15 @@ import torch
 
 pytest.importorskip("minatar")
 
+from conftest import load_script  # noqa: E402
 from crl.config import make_config  # noqa: E402
 from crl.hooks import HookList  # noqa: E402
 from crl.registry import AGENTS, load_builtins  # noqa: E402
 from scenarios.minatar import make_minatar_env, minatar_scenario  # noqa: E402
 
-BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench_minatar.py"
-
 
 def _reference_module():
-    spec = importlib.util.spec_from_file_location("bench_minatar", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_minatar")
 
 
 def _crl_learner(game: str):

@@ -1,7 +1,6 @@
 """scripts/optimizer_steps.py: its denominators are the ones torch's RMSprop and Adam divide by."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,16 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_script
 from crl.checkpoint import save_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "optimizer_steps.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("optimizer_steps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _trained(make, steps: int = 5):
@@ -45,7 +38,7 @@ def test_denominator_is_the_update_rules(make):
     w.grad = g
     opt.step()
     state, group = opt.state[w], opt.param_groups[0]
-    _, den = _script().denominators(state, group)
+    _, den = load_script("optimizer_steps").denominators(state, group)
     if "exp_avg" in state:
         g = state["exp_avg"] / (1 - group["betas"][0] ** float(state["step"]))
     torch.testing.assert_close(before - w.detach(), group["lr"] * g / (den + group["eps"]), rtol=1e-9, atol=0)
