@@ -39,6 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crl.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 
 
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def denominators(state: dict, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sqrt(E[g^2]), denominator without eps)`` of one parameter's optimizer state."""
     if "square_avg" in state:  # RMSprop
@@ -49,7 +54,7 @@ def denominators(state: dict, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
         t = float(state["step"])
         v = state["exp_avg_sq"] / (1 - group["betas"][1] ** t)
         return v.sqrt(), v.sqrt()
-    raise SystemExit(f"error: optimizer state with keys {sorted(state)}: only RMSprop and Adam/AdamW are read")
+    fail(f"optimizer state with keys {sorted(state)}: only RMSprop and Adam/AdamW are read")
 
 
 def measure(run: Path, step: int | None, per_layer: bool) -> None:
@@ -57,7 +62,7 @@ def measure(run: Path, step: int | None, per_layer: bool) -> None:
     if step is not None:
         paths = [p for p in paths if int(p.stem.split("_")[1]) == step]
     if not paths:
-        raise SystemExit(f"error: {run}: no checkpoint" + (f" at step {step}" if step is not None else ""))
+        fail(f"{run}: no checkpoint" + (f" at --step {step}" if step is not None else ""))
     ckpt = load_checkpoint(paths[-1])
     opt = ckpt["learner"]["optimizer"]
     group_of = {i: g for g in opt["param_groups"] for i in g["params"]}
@@ -82,7 +87,7 @@ def update_ratio_windows(run: Path, edges: list[int]) -> None:
     acc.Reload()
     tag = "plasticity/update_ratio"
     if tag not in acc.Tags()["scalars"]:
-        raise SystemExit(f"error: {run}: no {tag} in its event files (metrics off?)")
+        fail(f"{run}: no {tag} in its event files (run with --metrics-every > 0)")
     points = [(e.step, e.value) for e in acc.Scalars(tag)]
     cells = []
     for lo, hi in zip(edges, edges[1:]):
@@ -104,11 +109,14 @@ def main() -> None:
     p.add_argument("--windows", default="", help="comma-separated env-step edges: mean update_ratio per window "
                                                   "from the event files instead")
     args = p.parse_args()
-    edges = [int(x) for x in args.windows.split(",")] if args.windows else []
-    if args.windows and (len(edges) < 2 or edges != sorted(edges)):
-        p.error(f"--windows: at least two increasing env steps, got {args.windows}")
+    edges = [int(x) for x in args.windows.split(",") if x.strip().isdigit()] if args.windows else []
+    if args.windows and (len(edges) < 2 or len(edges) != len(args.windows.split(",")) or edges != sorted(set(edges))):
+        p.error(f"--windows: comma-separated increasing env steps, at least two, got {args.windows!r}")
     for run in args.runs:
-        update_ratio_windows(run, edges) if edges else measure(run, args.step, args.per_layer)
+        if edges:
+            update_ratio_windows(run, edges)
+        else:
+            measure(run, args.step, args.per_layer)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,10 @@ def test_reads_a_checkpoint(tmp_path):
     assert layer.startswith("  parameter 0 (7, 3): below eps 0.571")
     missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--step", "7"], capture_output=True,
                              text=True)
-    assert missing.returncode == 1 and "no checkpoint at step 7" in missing.stderr
+    assert missing.returncode == 2 and missing.stderr == f"error: {tmp_path}: no checkpoint at --step 7\n"
+    bad = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--windows", "0,x"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "--windows: comma-separated increasing env steps" in bad.stderr
 
 
 def test_update_ratio_windows_from_event_files(tmp_path):
