@@ -1,0 +1,127 @@
+"""Return on each visit of each task of sequential RL runs (``sequential-minatar``, ``sequential-atari``,
+any multi-task RL scenario), with a 95% CI over seeds.
+
+For every stream position (a task's visit: its first cycle, its second, ...) this reads from the
+runs' event files:
+
+* ``train``: the mean return of the last ``--last`` (100) training episodes that ended inside
+  that visit's env steps (how well the agent plays the game it is learning, at the visit's end);
+* ``eval``: the greedy score of the visited task evaluated at the visit's end
+  (``eval/<task>/score`` at the step where the visit ends: the runner evaluates every task there);
+* ``eval after the stream``: the same task's score at the last visit end the run has reached
+  (forgetting: how much of the visit survives the later tasks).
+
+Runs are grouped by their ``config.yaml`` without the seed and run name (agent, norm,
+interventions, scenario, games, steps, cycles, ...); per group each cell is the mean over runs
+and a 95% percentile-bootstrap CI over runs (2000 resamples; with 2-4 runs it under-covers, as
+``crl compare`` notes too). A visit not reached by every run of a group uses the runs that
+reached it (their count is printed). Visit boundaries come from the scenario built from the
+config (each task's ``steps`` or ``--steps``), so every env step counted by crl is a step here.
+
+    python scripts/revisit_returns.py runs/sequential-minatar
+    python scripts/revisit_returns.py runs/sequential-minatar/dqn-nap-none/seq3-s* --last 50
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from crl.api import resolve_scenario  # noqa: E402
+from crl.config import load_config  # noqa: E402
+from crl.errors import UserError  # noqa: E402
+from crl.registry import load_builtins  # noqa: E402
+
+NOT_GROUPED = ("seed", "name", "resume", "run_dir", "progress")
+
+
+def visits(cfg) -> list[tuple[str, int, int]]:
+    """``(task name, first env step, last env step)`` of each stream position."""
+    out, start = [], 0
+    for task in resolve_scenario(cfg).stream():
+        steps = task.steps or cfg.steps
+        out.append((task.name, start, start + steps))
+        start += steps
+    return out
+
+
+def read_run(run_dir: Path, last: int) -> tuple[tuple, list[tuple[str, float | None, float | None]], int, dict]:
+    """The run's group key, per visit ``(task, train, eval)`` (None where not reached), the step
+    reached and each task's score at the last visit end reached."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(run_dir / "config.yaml")
+    key = tuple(sorted((k, str(v)) for k, v in cfg.to_dict().items() if k not in NOT_GROUPED))
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    episodes = [(e.step, e.value) for e in acc.Scalars("train/episode_return")] if "train/episode_return" in tags else []
+    scores = {t: {e.step: e.value for e in acc.Scalars(t)} for t in tags if t.startswith("eval/")}
+    reached = max([e.step for e in acc.Scalars("train/epsilon")] if "train/epsilon" in tags else [0])
+    rows, final = [], {}
+    for name, start, end in visits(cfg):
+        score = scores.get(f"eval/{name}/score", {}).get(end)
+        inside = [v for s, v in episodes if start < s <= end][-last:]
+        done = score is not None  # the visit's closing evaluation is logged: the visit is complete
+        rows.append((name, float(np.mean(inside)) if done and inside else None, score))
+        if done:
+            final = {t[len("eval/"):-len("/score")]: v[end] for t, v in scores.items() if end in v}
+    return key, rows, reached, final
+
+
+def mean_ci(values: list[float], rng: np.random.Generator, resamples: int = 2000) -> str:
+    if not values:
+        return "-"
+    x = np.array(values)
+    if len(x) == 1:
+        return f"{x[0]:.2f} (1 run)"
+    boot = x[rng.integers(len(x), size=(resamples, len(x)))].mean(1)
+    return f"{x.mean():.2f} [{np.percentile(boot, 2.5):.2f}, {np.percentile(boot, 97.5):.2f}] ({len(x)})"
+
+
+def table(runs: list, rng: np.random.Generator) -> list[str]:
+    lines = ["| visit | task | train (last episodes) | eval at visit end | eval after the stream so far |",
+             "|---|---|---|---|---|"]
+    for i, (name, _, _) in enumerate(runs[0][1]):
+        train = [r[1][i][1] for r in runs if r[1][i][1] is not None]
+        score = [r[1][i][2] for r in runs if r[1][i][2] is not None]
+        after = [r[3][name] for r in runs if r[1][i][2] is not None and name in r[3]]
+        lines.append(f"| {i} | {name} | {mean_ci(train, rng)} | {mean_ci(score, rng)} | {mean_ci(after, rng)} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("roots", nargs="+", help="run directories or folders above them")
+    p.add_argument("--last", type=int, default=100, help="training episodes averaged per visit (default 100)")
+    args = p.parse_args(argv)
+    if args.last < 1:
+        p.error(f"--last: a positive number of episodes, got {args.last}")
+    load_builtins()
+    groups: dict[tuple, list] = {}
+    try:
+        for root in map(Path, args.roots):
+            files = [root / "config.yaml"] if (root / "config.yaml").exists() else sorted(root.rglob("config.yaml"))
+            for cfg_file in files:
+                key, rows, reached, final = read_run(cfg_file.parent, args.last)
+                groups.setdefault(key, []).append((cfg_file.parent, rows, reached, final))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not groups:
+        print("error: no run (config.yaml) under " + ", ".join(args.roots), file=sys.stderr)
+        return 2
+    rng = np.random.default_rng(0)
+    for key, runs in groups.items():
+        fields = dict(key)
+        label = ", ".join(f"{k} {fields[k]}" for k in ("scenario", "agent", "norm", "intervention") if fields.get(k))
+        print(f"\n{label}: {len(runs)} run(s), " + ", ".join(str(r[0]) for r in runs))
+        print("\n".join(table(runs, rng)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
