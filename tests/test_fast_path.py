@@ -175,10 +175,13 @@ def test_host_side_sampling_is_uniform_over_valid_transitions():
 
 def test_compiled_optimizer_step_equals_eager_and_follows_the_schedule():
     """--compile-optimizer: the same centered-RMSprop steps as eager (to float rounding), with the
-    lr a tensor the schedule changes in place (warmup here), compiled once, never recompiled."""
+    lr a tensor the schedule changes in place (warmup here), compiled once, never recompiled; ReDo's
+    in-place zeroing of optimizer-state rows (a recycle, the ReDo arm of sequential MinAtar runs
+    with the compiled step) reaches the compiled step as it reaches the eager one."""
     import torch._dynamo
 
     from agents.fast import compile_optimizer_step
+    from crl.interventions.redo import _zero_state
     from crl.optim import LRSchedule
 
     torch.manual_seed(0)
@@ -195,6 +198,10 @@ def test_compiled_optimizer_step_equals_eager_and_follows_the_schedule():
             net(x[step]).pow(2).mean().backward()
             opt.step()
             schedule.step()
+            if step == 2:  # recycle units 1 and 3 of the first layer, as ReDo does
+                _zero_state(opt, net[0].weight, 0, torch.tensor([1, 3]))
+                with torch.no_grad():
+                    net[0].weight[[1, 3]] = 0.1
     for a, b in zip(nets[0].parameters(), nets[1].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert 0 < schedules[1].lr < 1e-2  # mid-warmup: the lr changed at every step
