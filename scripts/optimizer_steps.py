@@ -109,8 +109,9 @@ def main() -> None:
     p.add_argument("--windows", default="", help="comma-separated env-step edges: mean update_ratio per window "
                                                   "from the event files instead")
     args = p.parse_args()
-    edges = [int(x) for x in args.windows.split(",") if x.strip().isdigit()] if args.windows else []
-    if args.windows and (len(edges) < 2 or len(edges) != len(args.windows.split(",")) or edges != sorted(set(edges))):
+    parts = args.windows.split(",") if args.windows else []
+    edges = [int(x) for x in parts if x.strip().isdigit()]
+    if len(edges) != len(parts) or len(edges) == 1 or any(a >= b for a, b in zip(edges, edges[1:])):
         p.error(f"--windows: comma-separated increasing env steps, at least two, got {args.windows!r}")
     for run in args.runs:
         if edges:

@@ -13,8 +13,8 @@ runs' event files:
 
 Runs are grouped by their ``config.yaml`` without the seed and run name (agent, norm,
 interventions, scenario, games, steps, cycles, ...); per group each cell is the mean over runs
-and a 95% percentile-bootstrap CI over runs (2000 resamples; with 2-4 runs it under-covers, as
-``crl compare`` notes too). A visit not reached by every run of a group uses the runs that
+and a 95% percentile-bootstrap CI over runs (``crl compare``'s, 2000 resamples; with 2-4 runs it
+under-covers, as ``crl compare`` notes). A visit not reached by every run of a group uses the runs that
 reached it (their count is printed). Visit boundaries come from the scenario built from the
 config (each task's ``steps`` or ``--steps``), so every env step counted by crl is a step here.
 
@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crl.api import resolve_scenario  # noqa: E402
+from crl.compare import stratified_bootstrap_ci  # noqa: E402
 from crl.config import load_config  # noqa: E402
 from crl.errors import UserError  # noqa: E402
 from crl.registry import load_builtins  # noqa: E402
@@ -48,9 +49,9 @@ def visits(cfg) -> list[tuple[str, int, int]]:
     return out
 
 
-def read_run(run_dir: Path, last: int) -> tuple[tuple, list[tuple[str, float | None, float | None]], int, dict]:
-    """The run's group key, per visit ``(task, train, eval)`` (None where not reached), the step
-    reached and each task's score at the last visit end reached."""
+def read_run(run_dir: Path, last: int) -> tuple[tuple, list[tuple[str, float | None, float | None]], dict]:
+    """The run's group key, per visit ``(task, train, eval)`` (None where not reached) and each
+    task's score at the last visit end reached."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = load_config(run_dir / "config.yaml")
@@ -60,7 +61,6 @@ def read_run(run_dir: Path, last: int) -> tuple[tuple, list[tuple[str, float | N
     tags = set(acc.Tags()["scalars"])
     episodes = [(e.step, e.value) for e in acc.Scalars("train/episode_return")] if "train/episode_return" in tags else []
     scores = {t: {e.step: e.value for e in acc.Scalars(t)} for t in tags if t.startswith("eval/")}
-    reached = max([e.step for e in acc.Scalars("train/epsilon")] if "train/epsilon" in tags else [0])
     rows, final = [], {}
     for name, start, end in visits(cfg):
         score = scores.get(f"eval/{name}/score", {}).get(end)
@@ -69,27 +69,25 @@ def read_run(run_dir: Path, last: int) -> tuple[tuple, list[tuple[str, float | N
         rows.append((name, float(np.mean(inside)) if done and inside else None, score))
         if done:
             final = {t[len("eval/"):-len("/score")]: v[end] for t, v in scores.items() if end in v}
-    return key, rows, reached, final
+    return key, rows, final
 
 
-def mean_ci(values: list[float], rng: np.random.Generator, resamples: int = 2000) -> str:
+def mean_ci(values: list[float]) -> str:
+    """Mean over runs with crl compare's percentile-bootstrap 95% CI (2000 resamples)."""
     if not values:
         return "-"
-    x = np.array(values)
-    if len(x) == 1:
-        return f"{x[0]:.2f} (1 run)"
-    boot = x[rng.integers(len(x), size=(resamples, len(x)))].mean(1)
-    return f"{x.mean():.2f} [{np.percentile(boot, 2.5):.2f}, {np.percentile(boot, 97.5):.2f}] ({len(x)})"
+    mean, lo, hi = stratified_bootstrap_ci(values)
+    return f"{mean:.2f} (1 run)" if len(values) == 1 else f"{mean:.2f} [{lo:.2f}, {hi:.2f}] ({len(values)})"
 
 
-def table(runs: list, rng: np.random.Generator) -> list[str]:
+def table(runs: list) -> list[str]:
     lines = ["| visit | task | train (last episodes) | eval at visit end | eval after the stream so far |",
              "|---|---|---|---|---|"]
     for i, (name, _, _) in enumerate(runs[0][1]):
         train = [r[1][i][1] for r in runs if r[1][i][1] is not None]
         score = [r[1][i][2] for r in runs if r[1][i][2] is not None]
-        after = [r[3][name] for r in runs if r[1][i][2] is not None and name in r[3]]
-        lines.append(f"| {i} | {name} | {mean_ci(train, rng)} | {mean_ci(score, rng)} | {mean_ci(after, rng)} |")
+        after = [r[2][name] for r in runs if r[1][i][2] is not None and name in r[2]]
+        lines.append(f"| {i} | {name} | {mean_ci(train)} | {mean_ci(score)} | {mean_ci(after)} |")
     return lines
 
 
@@ -106,20 +104,19 @@ def main(argv=None) -> int:
         for root in map(Path, args.roots):
             files = [root / "config.yaml"] if (root / "config.yaml").exists() else sorted(root.rglob("config.yaml"))
             for cfg_file in files:
-                key, rows, reached, final = read_run(cfg_file.parent, args.last)
-                groups.setdefault(key, []).append((cfg_file.parent, rows, reached, final))
+                key, rows, final = read_run(cfg_file.parent, args.last)
+                groups.setdefault(key, []).append((cfg_file.parent, rows, final))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not groups:
         print("error: no run (config.yaml) under " + ", ".join(args.roots), file=sys.stderr)
         return 2
-    rng = np.random.default_rng(0)
     for key, runs in groups.items():
         fields = dict(key)
         label = ", ".join(f"{k} {fields[k]}" for k in ("scenario", "agent", "norm", "intervention") if fields.get(k))
         print(f"\n{label}: {len(runs)} run(s), " + ", ".join(str(r[0]) for r in runs))
-        print("\n".join(table(runs, rng)))
+        print("\n".join(table(runs)))
     return 0
 
 

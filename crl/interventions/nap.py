@@ -72,7 +72,7 @@ class NaPOptions:
         if "lr_warmup" in explicit and self.nap_warmup > 0:
             # the user's warmup replaces NaP's; nap_warmup 0 records that (the classifier tells the two
             # apart by it when it cuts a warmup to its task lengths, known only once its data is loaded)
-            self.nap_warmup = cfg.nap_warmup = 0
+            cfg.nap_warmup = 0
             notes.append(f"--norm nap: --lr-warmup {cfg.lr_warmup} replaces NaP's warmup (--nap-warmup 0 recorded)")
         if "lr_warmup" not in explicit and cfg.lr_warmup == 0 and self.nap_warmup > 0:
             if cfg.agent != "classifier":
