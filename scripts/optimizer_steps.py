@@ -18,10 +18,10 @@ files: the mean of ``plasticity/update_ratio`` (``||Delta W|| / ||W||`` over one
 parameters, logged every ``--metrics-every`` steps) in each window of env steps, the number of
 points in brackets; no checkpoint needed.
 
-Denominators (torch's update rules): RMSprop ``sqrt(v)`` or, centered, ``sqrt(v - m^2)`` with ``v``
-``square_avg`` and ``m`` ``grad_avg``; Adam/AdamW ``sqrt(v / (1 - beta2^t))`` with ``v``
-``exp_avg_sq`` (the step uses the first moment; the size of a typical step is read here from the
-second moment, as for RMSprop). Other optimizers are refused.
+Denominators: :func:`crl.metrics.plasticity.adaptive_denominator` (torch's update rules), the
+same as the ``plasticity/below_eps`` metric runs log as they train; for Adam/AdamW the size of a
+typical step is read from the second moment, as for RMSprop (the step itself uses the first
+moment). Other optimizers are refused.
 
     python scripts/optimizer_steps.py runs/minatar/dqn-none-none/ref-breakout-s0 runs/minatar/dqn-mse-none-none/*
     python scripts/optimizer_steps.py RUN --step 500000 --per-layer
@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crl.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
+from crl.metrics.plasticity import adaptive_denominator  # noqa: E402
 
 
 def fail(message: str) -> None:
@@ -46,15 +47,12 @@ def fail(message: str) -> None:
 
 def denominators(state: dict, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sqrt(E[g^2]), denominator without eps)`` of one parameter's optimizer state."""
+    den = adaptive_denominator(state, group)
+    if den is None:
+        fail(f"optimizer state with keys {sorted(state)}: only RMSprop and Adam/AdamW are read")
     if "square_avg" in state:  # RMSprop
-        v = state["square_avg"]
-        d = v - state["grad_avg"] ** 2 if group.get("centered") else v
-        return v.sqrt(), d.clamp_min(0).sqrt()
-    if "exp_avg_sq" in state:  # Adam, AdamW
-        t = float(state["step"])
-        v = state["exp_avg_sq"] / (1 - group["betas"][1] ** t)
-        return v.sqrt(), v.sqrt()
-    fail(f"optimizer state with keys {sorted(state)}: only RMSprop and Adam/AdamW are read")
+        return state["square_avg"].sqrt(), den
+    return (state["exp_avg_sq"] / (1 - group["betas"][1] ** float(state["step"]))).sqrt(), den
 
 
 def measure(run: Path, step: int | None, per_layer: bool) -> None:

@@ -20,8 +20,8 @@ from _tiny_datasets import write_mnist
 from crl.config import make_config
 from crl.metrics import forgetting as F
 from crl.metrics import plasticity as P
-from crl.metrics.hooks import (FORGETTING_METRICS, NETWORK_METRICS, PARAM_METRICS, STEP_METRICS, UNIT_METRICS,
-                               ForgettingHook, PlasticityHook, default_hooks, optimizer_form, parameter_layers,
+from crl.metrics.hooks import (FORGETTING_METRICS, NETWORK_METRICS, OPTIMIZER_METRICS, PARAM_METRICS, STEP_METRICS,
+                               UNIT_METRICS, ForgettingHook, PlasticityHook, default_hooks, optimizer_form, parameter_layers,
                                scalars_layout, stream_matrix)
 from crl.nn.network import build_network
 from crl.registry import HEADS
@@ -30,10 +30,13 @@ HIDDEN = ["torso.blocks.0", "torso.blocks.1"]
 PARAM_LAYERS = ["torso.blocks.0.layer", "torso.blocks.1.layer", "output"]
 
 
-def expected_plasticity_tags() -> set[str]:
-    tags = {f"plasticity/{m}" for m in NETWORK_METRICS}
+def expected_plasticity_tags(adaptive_optimizer: bool = True) -> set[str]:
+    """Every plasticity tag of the tiny Q-network; ``below_eps`` only with an RMSprop/Adam optimizer."""
+    skip = () if adaptive_optimizer else OPTIMIZER_METRICS
+    tags = {f"plasticity/{m}" for m in NETWORK_METRICS if m not in skip}
     tags |= {f"plasticity/{layer}/{m}" for layer in HIDDEN for m in UNIT_METRICS}
-    tags |= {f"plasticity/{layer}/{m}" for layer in PARAM_LAYERS for m in PARAM_METRICS}
+    tags |= {f"plasticity/{layer}/{m}" for layer in PARAM_LAYERS for m in PARAM_METRICS + OPTIMIZER_METRICS
+             if m not in skip}
     return tags
 
 
@@ -182,7 +185,7 @@ def test_values_at_a_metric_step_match_the_formulas(fake):
     assert at5["plasticity/probe_loss_after_init"] == pytest.approx(ref["loss_after"], rel=1e-5)
     assert at5["plasticity/probe_plasticity_loss"] == pytest.approx(now["loss_after"] - ref["loss_after"], rel=1e-4,
                                                                   abs=1e-6)
-    assert set(at5) | set(at6) == expected_plasticity_tags() | {"perf/metrics_seconds"}
+    assert set(at5) | set(at6) == expected_plasticity_tags(adaptive_optimizer=False) | {"perf/metrics_seconds"}
     assert "perf/metrics_seconds" in at5 and "perf/metrics_seconds" not in at6
 
 
@@ -274,6 +277,28 @@ def test_nap_effective_lr_of_the_scale_invariant_layers():
     plain = q_network("8")  # no norm: no scale-invariant layer, nothing logged
     run = SimpleNamespace(learner=SimpleNamespace(network=plain, optimizer=torch.optim.SGD(plain.parameters(), lr=1)))
     assert PlasticityHook._nap_effective_lrs(run, plain) == {}
+
+
+def test_below_eps_per_layer_and_network_from_the_optimizer_state():
+    net = q_network("8")
+    opt = torch.optim.RMSprop(net.parameters(), lr=1e-3, eps=0.01, centered=True)
+    run = SimpleNamespace(learner=SimpleNamespace(network=net, optimizer=opt))
+    assert PlasticityHook._below_eps(run, net) == {}  # no state before the first step
+    x = torch.randn(32, 4)
+    net(x).pow(2).mean().backward()
+    opt.step()
+    got = PlasticityHook._below_eps(run, net)
+    assert set(got) == {"torso.blocks.0.layer/below_eps", "output/below_eps", "below_eps"}
+    params = dict(net.named_parameters())
+    dens = {n: P.adaptive_denominator(opt.state[p], opt.param_groups[0]) for n, p in params.items()}
+    w = dens["output.weight"]
+    assert got["output/below_eps"] == pytest.approx(float((w < 0.01).float().mean()))
+    below = sum(int((d < 0.01).sum()) for d in dens.values())
+    assert got["below_eps"] == pytest.approx(below / sum(p.numel() for p in params.values()))
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(x).pow(2).mean().backward()
+    sgd.step()
+    assert PlasticityHook._below_eps(SimpleNamespace(learner=SimpleNamespace(optimizer=sgd)), net) == {}
 
 
 def test_parameter_layers_measure_the_weight_tensor():

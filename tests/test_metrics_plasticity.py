@@ -249,6 +249,41 @@ def test_nap_effective_lr_sgd_and_adam_forms():
         P.nap_effective_lr(w, -1.0)
 
 
+@pytest.mark.parametrize("make", [
+    lambda w: torch.optim.RMSprop([w], lr=0.1, alpha=0.9, eps=0.01),
+    lambda w: torch.optim.RMSprop([w], lr=0.1, alpha=0.9, eps=0.01, centered=True),
+    lambda w: torch.optim.Adam([w], lr=0.1, betas=(0.8, 0.9), eps=0.01),
+    lambda w: torch.optim.Adam([w], lr=0.1, betas=(0.8, 0.9), eps=0.01, amsgrad=True),
+], ids=["rmsprop", "rmsprop-centered", "adam", "adam-amsgrad"])
+def test_adaptive_denominator_reproduces_torchs_step(make):
+    """lr * numerator / (denominator + eps) with our denominator is the step torch took."""
+    w = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    opt = make(w)
+    grads = [torch.tensor([1e-3, -2e-3, 0.5, -3.0], dtype=torch.float64),
+             torch.tensor([2e-3, 1e-3, -0.4, 2.0], dtype=torch.float64)]
+    for g in grads:
+        before = w.detach().clone()
+        w.grad = g.clone()
+        opt.step()
+    group, state = opt.param_groups[0], opt.state[w]
+    den = P.adaptive_denominator(state, group)
+    if "exp_avg" in state:  # Adam: bias-corrected first moment over the denominator
+        numerator = state["exp_avg"] / (1 - group["betas"][0] ** float(state["step"]))
+    else:
+        numerator = grads[-1]
+    assert torch.allclose(before - w.detach(), group["lr"] * numerator / (den + group["eps"]), rtol=1e-12, atol=0)
+    assert P.adaptive_denominator({"momentum_buffer": torch.ones(4)}, {"lr": 0.1}) is None  # SGD
+
+
+def test_below_eps_fraction():
+    dens = [torch.tensor([0.005, 0.02, 0.001, 0.5]), torch.tensor([0.05, 0.2])]
+    assert P.below_eps_fraction(dens[0], [0.01]) == 0.5
+    assert P.below_eps_fraction(dens, [0.01, 0.1]) == pytest.approx(3 / 6)
+    assert P.below_eps_fraction(dens, [0.0, 1.0]) == pytest.approx(2 / 6)
+    with pytest.raises(UserError, match="one eps >= 0 per tensor"):
+        P.below_eps_fraction(dens, [0.01])
+
+
 def test_nap_effective_lr_is_the_sgd_step_on_the_sphere():
     """For a scale-invariant f(W) = g(W/||W||), one SGD step of lr moves the direction as a step of
     lr/||W||^2 on the unit sphere would (to first order), whatever ||W|| is."""

@@ -56,8 +56,12 @@
                                               (``network.projectable_weights()``): ``lr/||W||^2``
                                               with SGD, ``lr/||W||`` with Adam-like optimizers
                                               (:func:`optimizer_form`), ``lr`` the group's now
+    ``plasticity/<P>/below_eps``               share of ``P``'s weights whose RMSprop/Adam step
+                                              denominator is below the optimizer's ``eps`` (the
+                                              step is then SGD-like, ``lr * g / eps``); only with
+                                              such an optimizer, once it has state
     ``plasticity/{weight_norm,...,update_      the per-layer metrics over all trainable parameters
-    ratio}``                                   of the network (for ``grad_norm``: what
+    ratio,below_eps}``                         of the network (for ``grad_norm``: what
                                               ``clip_grad_norm_`` returns)
     ``plasticity/probe_loss_reduction``        probe-task plasticity (Lyle et al. 2023):
     ``plasticity/probe_loss_after``            :func:`~crl.metrics.plasticity.plasticity_probe` on a
@@ -145,6 +149,7 @@ STATE_PARAM_METRICS = ("weight_norm", "weight_mean_abs", "weight_rms", "drift_in
 STEP_METRICS = ("grad_norm", "update_ratio")  # of one optimizer step: logged at the update after a metric step
 PARAM_METRICS = STATE_PARAM_METRICS + STEP_METRICS
 SCALE_INVARIANT_METRICS = ("nap_effective_lr",)  # per scale-invariant (projectable) weight only
+OPTIMIZER_METRICS = ("below_eps",)  # of the optimizer's state: RMSprop and Adam-family optimizers only
 UNIT_METRICS = tuple(f"dormant_redo_tau{t:g}" for t in TAUS) + ("dormant_dohare", "active_fraction")
 PROBE_METRICS = ("probe_loss_reduction", "probe_loss_after", "probe_loss_reduction_init", "probe_loss_after_init",
                  "probe_plasticity_loss")
@@ -152,6 +157,7 @@ NETWORK_METRICS = (
     UNIT_METRICS
     + (f"srank_{SRANK_DELTA:g}", "effective_rank", "stable_rank", "feature_norm", "feature_var_per_unit")
     + PARAM_METRICS
+    + OPTIMIZER_METRICS
     + ("predictive_entropy",)
     + PROBE_METRICS
 )
@@ -388,6 +394,32 @@ class PlasticityHook(Hook):
             group(names, f"{layer}/")
         group([n for n, p in params.items() if p.requires_grad], "")
         out.update(self._nap_effective_lrs(run, net))
+        out.update(self._below_eps(run, net))
+        return out
+
+    @staticmethod
+    def _below_eps(run, net: nn.Module) -> dict[str, float]:
+        """``<P>/below_eps`` and the network's ``below_eps``: the share of weights whose adaptive
+        optimizer step is SGD-like (:func:`crl.metrics.plasticity.below_eps_fraction`); nothing for
+        an optimizer without RMSprop/Adam state (SGD, or before the first update)."""
+        optimizer = getattr(run.learner, "optimizer", None)
+        if optimizer is None:
+            return {}
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        dens: dict[str, tuple[torch.Tensor, float]] = {}
+        for name, p in net.named_parameters():
+            state, group = optimizer.state.get(p), group_of.get(id(p))
+            den = None if not state or group is None else P.adaptive_denominator(state, group)
+            if den is not None:
+                dens[name] = (den, float(group["eps"]))
+
+        def share(names: list[str]) -> float:
+            return P.below_eps_fraction([dens[n][0] for n in names], [dens[n][1] for n in names])
+
+        out = {f"{layer}/below_eps": share(names) for layer, names in parameter_layers(net).items()
+               if all(n in dens for n in names)}
+        if dens:
+            out["below_eps"] = share(list(dens))
         return out
 
     @staticmethod
@@ -650,6 +682,7 @@ def scalars_layout(network: nn.Module | None) -> dict[str, dict[str, list]]:
                 "weight_mean_abs", "weight_rms", "drift_init_rms", "drift_task_rms")]],
             "gradient norm (before clipping)": ["Multiline", [_rx(p + "grad_norm")]],
             "relative update ||dW||/||W||": ["Multiline", [_rx(p + "update_ratio")]],
+            "share of weights below the optimizer's eps": ["Multiline", [_rx(p + "below_eps")]],
             "predictive entropy": ["Multiline", [_rx(p + "predictive_entropy")]],
             "probe-task plasticity": ["Multiline", [_rx(p + m) for m in PROBE_METRICS]],
         }
@@ -674,6 +707,7 @@ def scalars_layout(network: nn.Module | None) -> dict[str, dict[str, list]]:
             charts["gradient norm (before clipping)"] = ["Multiline", [base + "grad_norm$"]]
             charts["relative update ||dW||/||W||"] = ["Multiline", [base + "update_ratio$"]]
             charts["NaP effective learning rate"] = ["Multiline", [base + "nap_effective_lr$"]]
+            charts["share of weights below the optimizer's eps"] = ["Multiline", [base + "below_eps$"]]
             layout[f"plasticity: {layer}"] = charts
     f = "forgetting/"
     layout["forgetting"] = {

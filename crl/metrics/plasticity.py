@@ -46,6 +46,8 @@ __all__ = [
     "drift",
     "update_ratio",
     "nap_effective_lr",
+    "adaptive_denominator",
+    "below_eps_fraction",
     "mean_abs_weight",
     "rms_weight",
     "rms_drift",
@@ -377,7 +379,7 @@ def nap_effective_lr(weight: Any, lr: float, optimizer: str = "sgd") -> float:
       This holds while the gradients' scale is far above the optimizer's epsilon. Where it is far
       below (the MinAtar preset's RMSprop, eps 0.01: ``docs/results/minatar.md``, section 2) the
       step is ``eta g / eps`` and the SGD form with ``eta / eps`` applies; this metric does not
-      detect that regime (``scripts/optimizer_steps.py`` measures it from a checkpoint).
+      detect that regime: :func:`below_eps_fraction` (logged as ``plasticity/<P>/below_eps``) does.
 
     ``lr`` is the learning rate of the weight's parameter group at that moment (schedule
     included). Zero weights give ``inf`` (no direction to move).
@@ -391,6 +393,45 @@ def nap_effective_lr(weight: Any, lr: float, optimizer: str = "sgd") -> float:
     if norm == 0.0:
         return math.inf
     return float(lr) / (norm * norm if optimizer == "sgd" else norm)
+
+
+def adaptive_denominator(state: Mapping, group: Mapping) -> torch.Tensor | None:
+    """Per-weight denominator of an adaptive optimizer's step, ``eps`` excluded, from torch's state
+    of one parameter (``optimizer.state[p]``) and its parameter group; None for other optimizers.
+
+    The step is ``lr * (numerator) / (denominator + eps)`` with (torch's update rules):
+
+    * RMSprop (Tieleman & Hinton 2012; centered: Graves 2013, arXiv 1308.0850): ``sqrt(v)``,
+      centered ``sqrt(v - m^2)`` (clamped at 0: rounding can make it slightly negative), ``v``
+      the ``square_avg`` and ``m`` the ``grad_avg`` of the gradients;
+    * Adam/AdamW (Kingma & Ba 2015, arXiv 1412.6980): ``sqrt(v / (1 - beta2^t))`` with ``v`` the
+      ``exp_avg_sq`` (``max_exp_avg_sq`` with amsgrad) and ``t`` the step count.
+    """
+    if "square_avg" in state:
+        v = state["square_avg"]
+        if group.get("centered"):
+            v = v - state["grad_avg"] ** 2
+        return v.detach().clamp_min(0).sqrt()
+    if "exp_avg_sq" in state and "betas" in group:
+        v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+        return (v.detach() / (1 - group["betas"][1] ** float(state["step"]))).sqrt()
+    return None
+
+
+def below_eps_fraction(denominators: Any, eps: Sequence[float]) -> float:
+    """Share of weights whose adaptive denominator (:func:`adaptive_denominator`) is below their
+    optimizer's ``eps``, one ``eps`` per tensor.
+
+    Such a weight's step is close to ``lr * g / eps``: plain SGD with learning rate ``lr / eps``,
+    proportional to the loss's gradient scale, instead of the scale-free step of about ``lr`` that
+    Adam and RMSprop are chosen for. The MinAtar reference preset (centered RMSprop, eps 0.01;
+    Young & Tian 2019) keeps almost every weight there (``docs/results/minatar.md``, section 2).
+    """
+    dens = _tensor_list(denominators, "denominators")
+    if len(eps) != len(dens) or any(not (isinstance(e, (int, float)) and e >= 0) for e in eps):
+        raise UserError(f"metrics: below_eps_fraction needs one eps >= 0 per tensor, got {list(eps)!r}")
+    below = sum(int((d < e).sum()) for d, e in zip(dens, eps))
+    return below / _count(dens)
 
 
 def _count(tensors: Sequence[torch.Tensor]) -> int:
