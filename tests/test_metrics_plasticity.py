@@ -10,6 +10,8 @@ from torch import nn
 
 from crl.errors import UserError
 from crl.metrics import plasticity as P
+from crl.optim import AdamP
+from crl.optim_conda import Conda
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -254,9 +256,11 @@ def test_nap_effective_lr_sgd_and_adam_forms():
     lambda w: torch.optim.RMSprop([w], lr=0.1, alpha=0.9, eps=0.01, centered=True),
     lambda w: torch.optim.Adam([w], lr=0.1, betas=(0.8, 0.9), eps=0.01),
     lambda w: torch.optim.Adam([w], lr=0.1, betas=(0.8, 0.9), eps=0.01, amsgrad=True),
-], ids=["rmsprop", "rmsprop-centered", "adam", "adam-amsgrad"])
-def test_adaptive_denominator_reproduces_torchs_step(make):
-    """lr * numerator / (denominator + eps) with our denominator is the step torch took."""
+    lambda w: AdamP([w], lr=0.1, betas=(0.8, 0.9), eps=0.01),
+    lambda w: Conda([w], lr=0.1, betas=(0.8, 0.9), eps=0.01),
+], ids=["rmsprop", "rmsprop-centered", "adam", "adam-amsgrad", "adamp", "conda"])
+def test_adaptive_denominator_reproduces_the_step(make):
+    """lr * numerator / (denominator + eps) with our denominator is the step the optimizer took."""
     w = torch.zeros(4, dtype=torch.float64, requires_grad=True)
     opt = make(w)
     grads = [torch.tensor([1e-3, -2e-3, 0.5, -3.0], dtype=torch.float64),
@@ -268,10 +272,13 @@ def test_adaptive_denominator_reproduces_torchs_step(make):
     group, state = opt.param_groups[0], opt.state[w]
     den = P.adaptive_denominator(state, group)
     if "exp_avg" in state:  # Adam: bias-corrected first moment over the denominator
-        numerator = state["exp_avg"] / (1 - group["betas"][0] ** float(state["step"]))
+        t = float(state["step"])
+        numerator = state["exp_avg"] / (1 - group["betas"][0] ** t)
+        if "conda" in group:  # Conda: both bias corrections in the step size
+            numerator = numerator * (1 - group["betas"][1] ** t) ** 0.5
     else:
         numerator = grads[-1]
-    assert torch.allclose(before - w.detach(), group["lr"] * numerator / (den + group["eps"]), rtol=1e-12, atol=0)
+    assert torch.allclose(before - w.detach(), group["lr"] * numerator / (den + group["eps"]), rtol=1e-12, atol=1e-15)
     assert P.adaptive_denominator({"momentum_buffer": torch.ones(4)}, {"lr": 0.1}) is None  # SGD
 
 

@@ -404,8 +404,13 @@ def adaptive_denominator(state: Mapping, group: Mapping) -> torch.Tensor | None:
     * RMSprop (Tieleman & Hinton 2012; centered: Graves 2013, arXiv 1308.0850): ``sqrt(v)``,
       centered ``sqrt(v - m^2)`` (clamped at 0: rounding can make it slightly negative), ``v``
       the ``square_avg`` and ``m`` the ``grad_avg`` of the gradients;
-    * Adam/AdamW (Kingma & Ba 2015, arXiv 1412.6980): ``sqrt(v / (1 - beta2^t))`` with ``v`` the
-      ``exp_avg_sq`` (``max_exp_avg_sq`` with amsgrad) and ``t`` the step count.
+    * Adam/AdamW (Kingma & Ba 2015, arXiv 1412.6980), crl's AdamP and NorMuon's Adam part:
+      ``sqrt(v / (1 - beta2^t))`` with ``v`` the ``exp_avg_sq`` (``max_exp_avg_sq`` with amsgrad)
+      and ``t`` the step count;
+    * crl's Conda: ``sqrt(v)`` (its bias correction is in the step size), per coordinate of its
+      projected basis for the tensors it projects.
+
+    Tensors an optimizer steps by another rule (NorMuon's orthogonalised matrices, SGD) give None.
     """
     if "square_avg" in state:
         v = state["square_avg"]
@@ -414,6 +419,8 @@ def adaptive_denominator(state: Mapping, group: Mapping) -> torch.Tensor | None:
         return v.detach().clamp_min(0).sqrt()
     if "exp_avg_sq" in state and "betas" in group:
         v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+        if "conda" in group:
+            return v.detach().sqrt()
         return (v.detach() / (1 - group["betas"][1] ** float(state["step"]))).sqrt()
     return None
 
