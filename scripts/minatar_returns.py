@@ -3,9 +3,11 @@
 The MinAtar paper (Young & Tian 2019) plots the returns of training episodes against frames;
 this reads ``train/episode_return`` from each run's event files (``--at STEP``: only episodes
 that ended at or before STEP, to compare runs at one budget), takes the mean of the last 100,
-groups runs by their ``config.yaml`` (agent, game or games, norm, intervention) and prints per
-group the mean over runs with a 95% percentile-bootstrap CI (resampling runs; with 2-4 runs it
-under-covers, as ``crl compare`` notes too).
+groups runs by their ``config.yaml`` and prints per group the mean over runs with a 95%
+percentile-bootstrap CI (resampling runs; with 2-4 runs it under-covers, as ``crl compare`` notes
+too). Runs are grouped as ``crl compare`` groups them: equal configs up to the seed, the name and
+the ``--ignore`` fields; the table shows agent, game or games, norm, intervention and steps, and
+any other field that differs between the groups (e.g. ``lr=0.001``).
 
 ``--frames`` puts each episode at the game frame it ended: the summed ``train/episode_length``
 of the run's episodes so far (the reference counts frames: ``env.act`` calls). Up to commit
@@ -17,7 +19,8 @@ two are equal. Only for runs with one env.
 window of W env steps (the learning curve), and ``--plot PNG`` draws those curves: one panel per
 game, per group the mean over its runs with the runs' range as a band (up to the shortest run).
 
-    python scripts/minatar_returns.py runs/minatar --at 500000 --window 50000 --plot curves.png
+    python scripts/minatar_returns.py runs/minatar --at 500000 --window 50000 --plot curves.png \
+        --ignore channels_last compile_optimizer eps_restart_per_task
 """
 from __future__ import annotations
 
@@ -29,7 +32,16 @@ import numpy as np
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from crl.compare import GROUP_EXCLUDE  # noqa: E402
+
 KEY = ("scenario", "agent", "game", "games", "norm", "intervention", "steps")
+
+
+def other_differences(configs: list[dict], ignore: list[str]) -> list[str]:
+    """Config fields outside ``KEY`` whose values differ between runs (seed, name... and ``ignore`` aside)."""
+    fields = sorted({k for c in configs for k in c} - set(KEY) - set(GROUP_EXCLUDE) - set(ignore))
+    return [k for k in fields if len({repr(c.get(k)) for c in configs}) > 1]
 
 
 def episode_returns(run_dir: Path, at: int | None, frames: bool = False) -> tuple[list[tuple[int, float]], int]:
@@ -84,7 +96,7 @@ def plot_curves(groups: dict[tuple, list], window: int, path: str, unit: str = "
         n = min(len(r[-1]) for r in runs)
         curves = np.array([r[-1][:n] for r in runs])
         x = (np.arange(n) + 1) * window
-        label = f"{key[KEY.index('agent')]} ({len(runs)} runs)"
+        label = ", ".join([str(key[KEY.index("agent")])] + list(key[len(KEY):])) + f" ({len(runs)} runs)"
         ax.plot(x, curves.mean(0), label=label)
         ax.fill_between(x, curves.min(0), curves.max(0), alpha=0.25)
     for game, ax in zip(games, axes[0]):
@@ -107,11 +119,13 @@ def main(argv=None) -> int:
                                                          "many env steps")
     p.add_argument("--plot", default="", help="with --window: draw those curves to this PNG")
     p.add_argument("--frames", action="store_true", help="game frames instead of env steps (runs with one env)")
+    p.add_argument("--ignore", nargs="*", default=[], help="config fields not to group by, as crl compare's "
+                                                           "--ignore (e.g. channels_last compile_optimizer)")
     args = p.parse_args(argv)
     if args.plot and args.window <= 0:
         print("--plot: needs --window > 0", file=sys.stderr)
         return 2
-    groups: dict[tuple, list[tuple[str, float, int, int, list[float]]]] = {}
+    found: list[tuple[Path, dict, list[tuple[int, float]], int]] = []
     for root in map(Path, args.roots):
         files = [root / "config.yaml"] if (root / "config.yaml").exists() else root.rglob("config.yaml")
         for cfg_file in sorted(files):
@@ -122,16 +136,27 @@ def main(argv=None) -> int:
                 return 2
             points, reached = episode_returns(cfg_file.parent, args.at, args.frames)
             if points:
-                curve = windowed(points, reached, args.window) if args.window > 0 else []
-                groups.setdefault(tuple(cfg.get(k) for k in KEY), []).append(
-                    (str(cfg_file.parent), *last_returns(points, args.last), curve))
-    if not groups:
+                found.append((cfg_file.parent, cfg, points, reached))
+    if not found:
         print("no run with train/episode_return under " + ", ".join(args.roots), file=sys.stderr)
         return 2
+    unknown = sorted(set(args.ignore) - {k for _, cfg, _, _ in found for k in cfg})
+    if unknown:
+        print(f"--ignore: {', '.join(unknown)} is in no run's config.yaml", file=sys.stderr)
+        return 2
+    other = other_differences([cfg for _, cfg, _, _ in found], args.ignore)
+    groups: dict[tuple, list[tuple[str, float, int, int, list[float]]]] = {}
+    for run_dir, cfg, points, reached in found:
+        key = tuple(cfg.get(k) for k in KEY) + tuple(f"{k}={cfg.get(k)}" for k in other)
+        curve = windowed(points, reached, args.window) if args.window > 0 else []
+        groups.setdefault(key, []).append((str(run_dir), *last_returns(points, args.last), curve))
     rng = np.random.default_rng(0)
-    print(f"| {' | '.join(KEY)} | runs | mean of last {args.last} training episodes | 95% CI | last step (min-max) |")
-    print("|" + "---|" * (len(KEY) + 4))
+    columns = list(KEY) + (["other differing fields"] if other else [])
+    print(f"| {' | '.join(columns)} | runs | mean of last {args.last} training episodes | 95% CI | "
+          "last step (min-max) |")
+    print("|" + "---|" * (len(columns) + 4))
     for key, runs in groups.items():
+        shown = [str(k) for k in key[:len(KEY)]] + ([", ".join(key[len(KEY):])] if other else [])
         x = np.array([r[1] for r in runs])
         if len(x) > 1:
             boot = x[rng.integers(len(x), size=(args.resamples, len(x)))].mean(1)
@@ -139,7 +164,7 @@ def main(argv=None) -> int:
         else:
             ci = "n/a (1 run)"
         steps = [r[3] for r in runs]
-        print(f"| {' | '.join(str(k) for k in key)} | {len(x)} | {x.mean():.2f} | {ci} | {min(steps)}-{max(steps)} |")
+        print(f"| {' | '.join(shown)} | {len(x)} | {x.mean():.2f} | {ci} | {min(steps)}-{max(steps)} |")
     if args.window > 0:
         print(f"\nmean return of the training episodes ending in each {args.window}-step window:")
         for runs in groups.values():
