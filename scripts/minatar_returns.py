@@ -96,7 +96,8 @@ def plot_curves(groups: dict[tuple, list], window: int, path: str, unit: str = "
         n = min(len(r[-1]) for r in runs)
         curves = np.array([r[-1][:n] for r in runs])
         x = (np.arange(n) + 1) * window
-        label = ", ".join([str(key[KEY.index("agent")])] + list(key[len(KEY):])) + f" ({len(runs)} run{'s' * (len(runs) > 1)})"
+        label = ", ".join([str(key[KEY.index("agent")])] + list(key[len(KEY):]))
+        label += f" ({len(runs)} run{'s' * (len(runs) > 1)})"
         ax.plot(x, curves.mean(0), label=label)
         ax.fill_between(x, curves.min(0), curves.max(0), alpha=0.25)
     for game, ax in zip(games, axes[0]):

@@ -21,8 +21,8 @@ from crl.config import make_config
 from crl.metrics import forgetting as F
 from crl.metrics import plasticity as P
 from crl.metrics.hooks import (FORGETTING_METRICS, NETWORK_METRICS, OPTIMIZER_METRICS, PARAM_METRICS, STEP_METRICS,
-                               UNIT_METRICS, ForgettingHook, PlasticityHook, default_hooks, optimizer_form, parameter_layers,
-                               scalars_layout, stream_matrix)
+                               UNIT_METRICS, ForgettingHook, PlasticityHook, default_hooks, optimizer_form,
+                               parameter_layers, scalars_layout, stream_matrix)
 from crl.nn.network import build_network
 from crl.registry import HEADS
 

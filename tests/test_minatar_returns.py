@@ -15,7 +15,8 @@ def fake_run(root: Path, name: str, returns: list[float], **overrides) -> Path:
     """A run directory with the preset's config and one training episode every 10 env steps."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    save_config(make_config("minatar", scenario="minatar", game="breakout", name=name, **overrides), run_dir / "config.yaml")
+    cfg = make_config("minatar", scenario="minatar", game="breakout", name=name, **overrides)
+    save_config(cfg, run_dir / "config.yaml")
     writer = SummaryWriter(str(run_dir))
     for i, value in enumerate(returns):
         writer.add_scalar("train/episode_return", value, 10 * (i + 1))
