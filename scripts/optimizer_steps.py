@@ -14,9 +14,10 @@ This script measures that from the optimizer state in a checkpoint, per run (def
   (the size of the step a typical gradient gets now), its RMS and median over all weights.
 
 ``--windows 0,100000,300000,500000`` reads the whole training instead, from the run's event
-files: the mean of ``plasticity/update_ratio`` (``||Delta W|| / ||W||`` over one optimizer step, all
-parameters, logged every ``--metrics-every`` steps) in each window of env steps, the number of
-points in brackets; no checkpoint needed.
+files: the mean of a network-level metric, ``--tag`` (default ``plasticity/update_ratio``,
+``||Delta W|| / ||W||`` over one optimizer step; ``plasticity/below_eps`` is the share above, logged
+by crl from commit ``d4cc0a3`` on), logged every ``--metrics-every`` steps, in each window of env
+steps, the number of points in brackets; no checkpoint needed.
 
 Denominators: :func:`crl.metrics.plasticity.adaptive_denominator` (torch's update rules), the
 same as the ``plasticity/below_eps`` metric runs log as they train; for Adam/AdamW the size of a
@@ -26,6 +27,7 @@ moment). Other optimizers are refused.
     python scripts/optimizer_steps.py runs/minatar/dqn-none-none/ref-breakout-s0 runs/minatar/dqn-mse-none-none/*
     python scripts/optimizer_steps.py RUN --step 500000 --per-layer
     python scripts/optimizer_steps.py runs/minatar/*/*-breakout-s0 --windows 0,100000,300000,500000
+    python scripts/optimizer_steps.py RUN --windows 0,250000,500000 --tag plasticity/below_eps
 """
 from __future__ import annotations
 
@@ -78,12 +80,11 @@ def measure(run: Path, step: int | None, per_layer: bool) -> None:
         print(row)
 
 
-def update_ratio_windows(run: Path, edges: list[int]) -> None:
+def windows(run: Path, edges: list[int], tag: str) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
-    tag = "plasticity/update_ratio"
     if tag not in acc.Tags()["scalars"]:
         fail(f"{run}: no {tag} in its event files (run with --metrics-every > 0)")
     points = [(e.step, e.value) for e in acc.Scalars(tag)]
@@ -104,8 +105,9 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path, help="run directories (with checkpoints/)")
     p.add_argument("--step", type=int, default=None, help="the checkpoint at this env step (default: the newest)")
     p.add_argument("--per-layer", action="store_true", help="also one line per parameter tensor (in the optimizer's order)")
-    p.add_argument("--windows", default="", help="comma-separated env-step edges: mean update_ratio per window "
+    p.add_argument("--windows", default="", help="comma-separated env-step edges: mean of --tag per window "
                                                   "from the event files instead")
+    p.add_argument("--tag", default="plasticity/update_ratio", help="with --windows: the scalar tag averaged")
     args = p.parse_args()
     parts = args.windows.split(",") if args.windows else []
     edges = [int(x) for x in parts if x.strip().isdigit()]
@@ -113,7 +115,7 @@ def main() -> None:
         p.error(f"--windows: comma-separated increasing env steps, at least two, got {args.windows!r}")
     for run in args.runs:
         if edges:
-            update_ratio_windows(run, edges)
+            windows(run, edges, args.tag)
         else:
             measure(run, args.step, args.per_layer)
 

@@ -39,14 +39,21 @@ def test_reads_a_checkpoint(tmp_path):
 
 
 def test_update_ratio_windows_from_event_files(tmp_path):
-    """--windows: the mean of the logged update_ratio points in each window (lo, hi]."""
+    """--windows: the mean of the logged points of --tag (update_ratio by default) in each window (lo, hi]."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(tmp_path))
     for step, value in [(50, 1.0), (100, 3.0), (150, 10.0), (400, 99.0)]:
         writer.add_scalar("plasticity/update_ratio", value, step)
+        writer.add_scalar("plasticity/below_eps", value / 100, step)
     writer.close()
     out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--windows", "0,100,200,300"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"{tmp_path}: 2.00e+00 (2) | 1.00e+01 (1) | -"
+    other = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--windows", "0,100,200",
+                            "--tag", "plasticity/below_eps"], capture_output=True, text=True)
+    assert other.stdout.strip() == f"{tmp_path}: 2.00e-02 (2) | 1.00e-01 (1)"
+    missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--windows", "0,100",
+                              "--tag", "plasticity/grad_norm"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no plasticity/grad_norm in its event files" in missing.stderr
