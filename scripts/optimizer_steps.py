@@ -54,7 +54,7 @@ def denominators(state: dict, group: dict) -> tuple[torch.Tensor, torch.Tensor]:
         fail(f"optimizer state with keys {sorted(state)}: only RMSprop and Adam/AdamW are read")
     if "square_avg" in state:  # RMSprop
         return state["square_avg"].sqrt(), den
-    return (state["exp_avg_sq"] / (1 - group["betas"][1] ** float(state["step"]))).sqrt(), den
+    return adaptive_denominator(state, {**group, "amsgrad": False}), den  # Adam's from exp_avg_sq, amsgrad or not
 
 
 def measure(run: Path, step: int | None, per_layer: bool) -> None:
