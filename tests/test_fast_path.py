@@ -190,6 +190,7 @@ def test_compiled_optimizer_step_equals_eager_and_follows_the_schedule():
     opts = [torch.optim.RMSprop(n.parameters(), lr=1e-2, alpha=0.95, eps=0.01, centered=True) for n in nets]
     schedules = [LRSchedule(o, "linear", 1e-2, total_steps=20, warmup_steps=10) for o in opts]
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # counts of earlier tests in this process
     compile_optimizer_step(opts[0])
     x = torch.randn(5, 32, 6)
     for step in range(5):
@@ -206,6 +207,38 @@ def test_compiled_optimizer_step_equals_eager_and_follows_the_schedule():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert 0 < schedules[1].lr < 1e-2  # mid-warmup: the lr changed at every step
     assert float(opts[0].param_groups[0]["lr"]) == pytest.approx(schedules[1].lr, rel=1e-6)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_layer_reset_under_the_compiled_optimizer_step_is_not_recompiled():
+    """--intervention reset with --compile-optimizer: the reset layers' optimizer state restarts in
+    place, so the compiled step is compiled once for any number of resets (deleting the state
+    recompiled it at each reset, and after 8 torch ran it eagerly) and takes the same steps as an
+    eager twin whose reset state was deleted."""
+    import torch._dynamo
+
+    from agents.fast import compile_optimizer_step
+    from crl.interventions.reset import forget_optimizer_state
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [torch.optim.RMSprop(n.parameters(), lr=1e-2, alpha=0.95, eps=0.01, centered=True) for n in nets]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # counts of earlier tests in this process
+    compile_optimizer_step(opts[0])
+    x = torch.randn(12, 32, 6)
+    for step in range(12):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(x[step]).pow(2).mean().backward()
+            opt.step()
+        if step % 3 == 2:  # a reset of the output layer every 3 steps
+            forget_optimizer_state(opts[0], nets[0][2].parameters())
+            for p in nets[1][2].parameters():
+                del opts[1].state[p]
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
 

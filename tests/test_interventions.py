@@ -18,7 +18,7 @@ from crl.interventions import build_interventions
 from crl.interventions.bn_only import BNOnly
 from crl.interventions.l2_init import L2Init
 from crl.interventions.redo import ReDo, recycle_map
-from crl.interventions.reset import LayerReset, resolve_reset_layers
+from crl.interventions.reset import LayerReset, forget_optimizer_state, resolve_reset_layers
 from crl.interventions.shrink_perturb import ShrinkPerturb
 from crl.nn.network import QNetwork
 from crl.nn.torsos.impala import impala
@@ -278,7 +278,7 @@ def test_reset_output_layer_reinitialises_and_restarts_optimizer_state():
     assert torch.equal(net.torso.blocks[0].layer.weight, before["torso.blocks.0.layer.weight"])
     bound = 1 / math.sqrt(32)
     assert net.output.weight.abs().max() <= bound  # a fresh PyTorch default init
-    assert all(p not in opt.state for p in out_params)
+    assert all(opt.state[p] and not any(v.any() for v in opt.state[p].values()) for p in out_params)  # zeroed
     assert torch.equal(target.output.weight, net.output.weight)  # copied into the target
     # the same Parameter objects are still optimised, with fresh state
     group_ids = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -288,6 +288,29 @@ def test_reset_output_layer_reinitialises_and_restarts_optimizer_state():
     assert not torch.allclose(net.output.weight, reset_w)
     assert int(opt.state[net.output.weight]["step"]) == 2
     assert int(opt.state[net.torso.blocks[0].layer.weight]["step"]) == 7
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda ps: torch.optim.Adam(ps, lr=1e-2, amsgrad=True),
+    lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+    lambda ps: torch.optim.RMSprop(ps, lr=1e-3, alpha=0.95, eps=0.01, centered=True, momentum=0.9),
+    lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, dampening=0.5),  # fresh buffer = grad: deleted
+], ids=["adam-amsgrad", "adamw", "rmsprop-centered-momentum", "sgd-dampening"])
+def test_reset_optimizer_state_continues_as_a_freshly_created_state(make_opt):
+    """Zeroing in place (Adam, AdamW, RMSprop) and deleting (others) restart the state alike:
+    the steps after a reset equal those of an optimizer whose state for the layer was deleted."""
+    nets = [mlp_net(), mlp_net()]
+    opts = [make_opt(n.parameters()) for n in nets]
+    x = torch.randn(32, 6)
+    for net, opt in zip(nets, opts):
+        train_steps(net, opt, x, n=4)
+    forget_optimizer_state(opts[0], nets[0].output.parameters())
+    for p in nets[1].output.parameters():
+        del opts[1].state[p]
+    for net, opt in zip(nets, opts):
+        train_steps(net, opt, x, n=3)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
 
 
 def test_reset_layer_names_and_periodic():

@@ -20,8 +20,10 @@ What it does (``--intervention reset``):
   reset with it). A parameter no ``reset_parameters`` covers goes back to its value at the
   start of the run (recorded at ``on_run_start``, kept in checkpoints). Because the
   ``Parameter`` objects are the same, they stay in the optimizer's param groups; their
-  optimizer state (Adam moments *and* step counter, NorMuon buffers, ...) is deleted, so the
-  optimizer re-creates it at the next step, as for a freshly added parameter.
+  optimizer state (Adam moments *and* step counter, NorMuon buffers, ...) starts afresh, as for
+  a freshly added parameter: zeroed in place for Adam, AdamW and RMSprop, whose fresh state is
+  all zeros (so a compiled optimizer step, ``--compile-optimizer``, is not recompiled at every
+  reset), deleted for the others, which re-create it at the next step.
 * **Target network** (``--reset-target``, on): if the learner has a ``target`` module with the
   same structure (DQN), the reset modules are copied into it too, so the bootstrap target is
   not computed by the stale head until the next sync (the paper resets online and target
@@ -33,7 +35,7 @@ What it does (``--intervention reset``):
   resets at one step (``--num-envs`` > 1 runs several updates per env step; a periodic reset on
   the last update of a task and the reset at the start of the next task) give one point. All are
   real re-initialisations (a later one draws the layers afresh again; their optimizer state is
-  already gone) and all are counted.
+  already fresh) and all are counted.
 
 This file also holds the re-initialisation helpers used by ReDo and shrink-and-perturb.
 """
@@ -105,10 +107,22 @@ def sub_mapping(values: Mapping[str, torch.Tensor], prefix: str) -> dict[str, to
     return {n[len(prefix) + 1:]: v for n, v in values.items() if n.startswith(prefix + ".")}
 
 
+# Optimizers whose state, when first created, is all zeros (step counter included): zeroing it
+# in place gives the same next steps as deleting it, and keeps the state's tensors, which a
+# compiled step guards on (deleting them recompiled it at every reset; after 8, torch runs it eagerly).
+ZERO_FRESH_STATE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
+
+
 def forget_optimizer_state(optimizer: torch.optim.Optimizer, params) -> None:
-    """Delete the optimizer state of ``params`` (moments and step counters); it is re-created lazily."""
+    """Restart the optimizer state of ``params`` (moments and step counters) as if never created."""
+    in_place = type(optimizer) in ZERO_FRESH_STATE
     for p in params:
-        optimizer.state.pop(p, None)
+        state = optimizer.state.get(p)
+        if in_place and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            for value in state.values():
+                value.zero_()
+        else:
+            optimizer.state.pop(p, None)
 
 
 def resolve_reset_layers(network: nn.Module, spec: str) -> list[str]:
@@ -158,7 +172,7 @@ class LayerReset(Hook):
             self.init_values = snapshot(net)
 
     def reset(self, learner) -> None:
-        """Re-initialise the chosen modules in place and drop their optimizer state."""
+        """Re-initialise the chosen modules in place and restart their optimizer state."""
         net = learner.network
         for name in self.modules:
             module = net.get_submodule(name)
