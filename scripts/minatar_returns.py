@@ -4,8 +4,8 @@ The MinAtar paper (Young & Tian 2019) plots the returns of training episodes aga
 this reads ``train/episode_return`` from each run's event files (``--at STEP``: only episodes
 that ended at or before STEP, to compare runs at one budget), takes the mean of the last 100,
 groups runs by their ``config.yaml`` and prints per group the mean over runs with a 95%
-percentile-bootstrap CI (resampling runs; with 2-4 runs it under-covers, as ``crl compare`` notes
-too). Runs are grouped as ``crl compare`` groups them: equal configs up to the seed, the name and
+percentile-bootstrap CI (``crl compare``'s: resampling runs, the same draws for every group
+whatever else is read; with 2-4 runs it under-covers, as ``crl compare`` notes too). Runs are grouped as ``crl compare`` groups them: equal configs up to the seed, the name and
 the ``--ignore`` fields; the table shows agent, game or games, norm, intervention and steps, and
 any other field that differs between the groups (e.g. ``lr=0.001``).
 
@@ -33,7 +33,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from crl.compare import GROUP_EXCLUDE  # noqa: E402
+from crl.compare import GROUP_EXCLUDE, stratified_bootstrap_ci  # noqa: E402
 
 KEY = ("scenario", "agent", "game", "games", "norm", "intervention", "steps")
 
@@ -151,7 +151,6 @@ def main(argv=None) -> int:
         key = tuple(cfg.get(k) for k in KEY) + tuple(f"{k}={cfg.get(k)}" for k in other)
         curve = windowed(points, reached, args.window) if args.window > 0 else []
         groups.setdefault(key, []).append((str(run_dir), *last_returns(points, args.last), curve))
-    rng = np.random.default_rng(0)
     columns = list(KEY) + (["other differing fields"] if other else [])
     print(f"| {' | '.join(columns)} | runs | mean of last {args.last} training episodes | 95% CI | "
           "last step (min-max) |")
@@ -159,11 +158,8 @@ def main(argv=None) -> int:
     for key, runs in groups.items():
         shown = [str(k) for k in key[:len(KEY)]] + ([", ".join(key[len(KEY):])] if other else [])
         x = np.array([r[1] for r in runs])
-        if len(x) > 1:
-            boot = x[rng.integers(len(x), size=(args.resamples, len(x)))].mean(1)
-            ci = f"[{np.percentile(boot, 2.5):.2f}, {np.percentile(boot, 97.5):.2f}]"
-        else:
-            ci = "n/a (1 run)"
+        _, lo, hi = stratified_bootstrap_ci(x, resamples=args.resamples)
+        ci = f"[{lo:.2f}, {hi:.2f}]" if len(x) > 1 else "n/a (1 run)"
         steps = [r[3] for r in runs]
         print(f"| {' | '.join(shown)} | {len(x)} | {x.mean():.2f} | {ci} | {min(steps)}-{max(steps)} |")
     if args.window > 0:

@@ -42,6 +42,7 @@ def test_a_differing_lr_is_its_own_group(runs, capsys):
     rows = table_rows(capsys.readouterr().out)
     assert [(r[1], r[7], r[8], r[9]) for r in rows] == [("dqn", "lr=0.00025", "2", "100.00"),
                                                          ("dqn", "lr=0.001", "1", "5.00")]
+    assert rows[0][10] == "[99.50, 100.50]"  # 2 runs: every resample's mean lies between theirs
     assert script.main([str(r) for r in runs] + ["--ignore", "lr"]) == 0
     rows = table_rows(capsys.readouterr().out)
     assert [(r[7], r[8]) for r in rows] == [("3", f"{(99.5 + 100.5 + 5) / 3:.2f}")]  # no "other fields" column
