@@ -5,8 +5,9 @@ this reads ``train/episode_return`` from each run's event files (``--at STEP``: 
 that ended at or before STEP, to compare runs at one budget), takes the mean of the last 100,
 groups runs by their ``config.yaml`` and prints per group the mean over runs with a 95%
 percentile-bootstrap CI (``crl compare``'s: resampling runs, the same draws for every group
-whatever else is read; with 2-4 runs it under-covers, as ``crl compare`` notes too). Runs are grouped as ``crl compare`` groups them: equal configs up to the seed, the name and
-the ``--ignore`` fields; the table shows agent, game or games, norm, intervention and steps, and
+whatever else is read; with 2-4 runs it under-covers, as ``crl compare`` notes too). Runs are
+grouped as ``crl compare`` groups them: equal configs up to the seed, the name and the
+``--ignore`` fields; the table shows agent, game or games, norm, intervention and steps, and
 any other field that differs between the groups (e.g. ``lr=0.001``).
 
 ``--frames`` puts each episode at the game frame it ended: the summed ``train/episode_length``
