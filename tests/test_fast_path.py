@@ -173,6 +173,14 @@ def test_host_side_sampling_is_uniform_over_valid_transitions():
     assert copy.deepcopy(buf)._gen.device.type == "cpu"
 
 
+def twin_rmsprop_nets():
+    """Two equal small MLPs, each with its own centered RMSprop (the MinAtar preset's optimizer)."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    return nets, [torch.optim.RMSprop(n.parameters(), lr=1e-2, alpha=0.95, eps=0.01, centered=True) for n in nets]
+
+
 def test_compiled_optimizer_step_equals_eager_and_follows_the_schedule():
     """--compile-optimizer: the same centered-RMSprop steps as eager (to float rounding), with the
     lr a tensor the schedule changes in place (warmup here), compiled once, never recompiled; ReDo's
@@ -184,10 +192,7 @@ def test_compiled_optimizer_step_equals_eager_and_follows_the_schedule():
     from crl.interventions.redo import _zero_state
     from crl.optim import LRSchedule
 
-    torch.manual_seed(0)
-    nets = [torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)) for _ in range(2)]
-    nets[1].load_state_dict(nets[0].state_dict())
-    opts = [torch.optim.RMSprop(n.parameters(), lr=1e-2, alpha=0.95, eps=0.01, centered=True) for n in nets]
+    nets, opts = twin_rmsprop_nets()
     schedules = [LRSchedule(o, "linear", 1e-2, total_steps=20, warmup_steps=10) for o in opts]
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()  # counts of earlier tests in this process
@@ -220,10 +225,7 @@ def test_layer_reset_under_the_compiled_optimizer_step_is_not_recompiled():
     from agents.fast import compile_optimizer_step
     from crl.interventions.reset import forget_optimizer_state
 
-    torch.manual_seed(0)
-    nets = [torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)) for _ in range(2)]
-    nets[1].load_state_dict(nets[0].state_dict())
-    opts = [torch.optim.RMSprop(n.parameters(), lr=1e-2, alpha=0.95, eps=0.01, centered=True) for n in nets]
+    nets, opts = twin_rmsprop_nets()
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()  # counts of earlier tests in this process
     compile_optimizer_step(opts[0])
