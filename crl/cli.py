@@ -12,6 +12,7 @@ code 2. Nothing heavy is imported before a subcommand needs it, so ``crl --help`
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -39,6 +40,16 @@ def top_help() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader closed the pipe (`crl help | head`): stop quietly, as Unix tools do; stdout
+        # goes to devnull so that the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(top_help())
         return 0

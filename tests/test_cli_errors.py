@@ -134,3 +134,13 @@ def test_top_level_help_does_not_import_torch():
     code = "import sys; from crl.cli import main; main(['--help']); print(sorted(m for m in ('torch', 'gymnasium') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "commands:" in out and out.strip().endswith("[]")
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`crl help | head -1`: the reader leaves early; no BrokenPipeError traceback on stderr."""
+    import subprocess
+    import sys
+
+    cmd = f"{sys.executable} -m crl.cli help | head -1"
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() and done.stderr == ""
