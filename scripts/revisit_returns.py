@@ -155,7 +155,8 @@ def main(argv=None) -> int:
         return 2
     for key, runs in groups.items():
         fields = dict(key)
-        label = ", ".join(f"{k} {fields[k]}" for k in ("scenario", "agent", "norm", "intervention") if fields.get(k))
+        label = ", ".join(f"{k} {fields[k]}" for k in ("scenario", "games", "agent", "norm", "intervention")
+                          if fields.get(k))
         print(f"\n{label}: {len(runs)} run(s), " + ", ".join(str(r[0]) for r in runs))
         print("\n".join(table(runs)))
         for tag in args.tags:
