@@ -42,6 +42,8 @@ from typing import Any, Iterator
 
 import torch
 
+from crl.nn import module_walk
+
 EXIT_NUMERICAL = 1
 
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
@@ -143,7 +145,7 @@ def _step_of(run: Any, step: int | None) -> int | None:
 def grad_norms(network: torch.nn.Module) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """The gradients of ``network``'s parameters and their total L2 norm (None without gradients),
     computed once for both :func:`check_finite` and :func:`clip_grads`."""
-    grads = [p.grad for p in network.parameters() if p.grad is not None]
+    grads = [p.grad for p in module_walk.parameters(network) if p.grad is not None]
     if not grads:
         return grads, None
     return grads, torch.linalg.vector_norm(torch.stack([n.float() for n in _norms(grads)]))
@@ -170,13 +172,15 @@ def check_finite(run: Any, loss: torch.Tensor, network: torch.nn.Module, step: i
     """
     if total_grad_norm is None:
         total_grad_norm = grad_norms(network)[1]
-    buffers = [b for b in network.buffers() if b.is_floating_point()]
-    checked = [loss.detach().float().reshape(-1)] + [n.float().reshape(1) for n in _norms(buffers)]
+    total = loss.detach().float().sum()
+    buffers = module_walk.float_buffers(network)
+    if buffers:
+        total = total + torch.stack([n.float() for n in _norms(list(buffers))]).sum()
     if total_grad_norm is not None:
-        checked.append(total_grad_norm.float().reshape(1))
+        total = total + total_grad_norm.float()
     step = _step_of(run, step)
     # NaN/inf anywhere makes the sum non-finite; .item() is the one device sync.
-    if not math.isfinite(torch.cat(checked).sum().item()):
+    if not math.isfinite(total.item()):
         _diagnose(network, loss, step)
     _keep_last_good(network, step, copy_every)
 

@@ -253,3 +253,21 @@ def test_set_mode_switches_when_any_submodule_is_in_the_other_mode():
     assert all(m.training for m in net.modules())
     set_mode(net, training=False)
     assert not any(m.training for m in net.modules())
+
+
+def test_set_mode_calls_a_train_override():
+    class Counting(nn.Linear):
+        calls = []
+
+        def train(self, mode: bool = True):
+            Counting.calls.append(mode)
+            return super().train(mode)
+
+    plain = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    set_mode(plain, training=False)  # no override: the flags are set directly
+    assert not any(m.training for m in plain.modules())
+    net = nn.Sequential(Counting(2, 2), nn.ReLU())
+    set_mode(net, training=False)
+    set_mode(net, training=False)  # already in eval mode: no call
+    set_mode(net, training=True)
+    assert Counting.calls == [False, True] and all(m.training for m in net.modules())
