@@ -20,8 +20,10 @@ target network) is not offered.
 Read :meth:`DQNAgent.update` top to bottom for the algorithm; everything else is
 bookkeeping: acting in a NEXT_STEP-autoreset vector env (an env's reset step is not an env step:
 it is not counted, earns no update and never enters replay; truncation is bootstrapped,
-termination is not), reward clipping inside the agent
-(raw scores are logged), epsilon schedule, target copies, evaluation and resume state.
+termination is not), one update per ``--train-freq`` env steps (the updates due after one
+vector step draw their batches in one replay call, and the target network's outputs on them in
+one forward: neither replay nor the target changes between them), reward clipping inside the agent (raw scores are logged), epsilon schedule, target copies,
+evaluation and resume state.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import torch
 from agents import fast
 from agents.replay import ReplayBuffer, host_to_device
 from crl.errors import UserError
+from crl.nn import module_walk
 from crl.nn.network import build_network
 from crl.nn.norms import adab2n
 from crl.nn.norms import state as norm_state
@@ -226,6 +229,7 @@ class DQNAgent:
         # scoring batches (ReDo) and metric probes: their own generator, so training samples the same batches
         self.probe_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
         self.run = None  # set by the runner
+        self._draw_stamp: tuple | None = None  # the target's stamp when sample_batches ran it on a draw
         self._loss_sum = torch.zeros((), device=device)
         self._loss_count = 0
         self._setup_speed(cfg)
@@ -256,9 +260,10 @@ class DQNAgent:
             self.graphed_loss = fast.GraphedLoss(self)
 
     # ------------------------------------------------------------------ the algorithm
-    def update(self) -> None:
+    def update(self, b: dict | None = None) -> None:
+        """One gradient step on the replay batch ``b`` (drawn here when None)."""
         cfg, net = self.cfg, self.network
-        b = self.sample_batch(cfg.batch_size)
+        b = self.sample_batch(cfg.batch_size) if b is None else b
         fast.set_mode(net, training=True)
         if self.graphed_loss is not None and self.graphed_loss.usable():
             loss = self.graphed_loss(b)  # --cuda-graphs: the loss and backward below, captured once, replayed
@@ -330,7 +335,9 @@ class DQNAgent:
         the online outputs on ``next_obs`` already computed (``--fused-forward``)."""
         net, head = self.network, self.head
         rows = torch.arange(len(b["actions"]), device=self.device)
-        next_target = self.target(b["next_obs"])  # (B, A, K); the target is always in eval mode
+        next_target = b.get("next_target")  # computed for the whole draw by sample_batches
+        if next_target is None or self._draw_stamp != self._target_stamp():
+            next_target = self.target(b["next_obs"])  # (B, A, K); the target is always in eval mode
         if self.cfg.double_dqn:
             if online_next is not None:  # --fused-forward, per-sample norms only: same values as eval mode
                 selector = online_next
@@ -348,6 +355,32 @@ class DQNAgent:
         if self.channels_last:  # the conv layout of the network (same values)
             b["obs"], b["next_obs"] = fast.channels_last(b["obs"]), fast.channels_last(b["next_obs"])
         return b
+
+    def sample_batches(self, count: int) -> list[dict]:
+        """``count`` replay batches of ``--batch-size`` drawn in one call: i.i.d. uniform draws, as
+        ``count`` calls of :meth:`sample_batch` would give while replay does not change (the
+        updates due at one env step), for the bookkeeping cost of one call.
+
+        The target network's outputs on all their next states come from one forward too
+        (``next_target``, what :meth:`bootstrap_target` would compute per batch): the target
+        only changes at a target copy, after these updates. Should something change it in
+        between (e.g. ``--intervention reset`` with ``--reset-target``), the version counters of
+        its tensors (:meth:`_target_stamp`) tell, and each later batch runs the target itself.
+        Not under ``--cuda-graphs``, whose captured loss runs the target forward itself."""
+        size = self.cfg.batch_size
+        if count <= 1:
+            return [self.sample_batch(size) for _ in range(count)]
+        draw = self.sample_batch(count * size)
+        if self.graphed_loss is None:
+            with torch.no_grad(), fast.autocast(self.device, self.cfg.amp_bf16):
+                draw["next_target"] = self.target(draw["next_obs"])
+            self._draw_stamp = self._target_stamp()
+        return [{k: v[i * size:(i + 1) * size] for k, v in draw.items()} for i in range(count)]
+
+    def _target_stamp(self) -> tuple:
+        """The identity and version counter (bumped by every in-place write) of each tensor of the target."""
+        tensors = (*module_walk.parameters(self.target), *module_walk.float_buffers(self.target))
+        return tuple((id(t), t._version) for t in tensors)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -445,8 +478,12 @@ class DQNAgent:
         if env_steps < cfg.learning_starts or len(self.replay) < cfg.batch_size:
             return
         self.update_debt += new_steps / cfg.train_freq
-        while self.update_debt >= 1.0:
-            self.update()
+        due, debt = 0, self.update_debt
+        while debt >= 1.0:
+            debt -= 1.0
+            due += 1
+        for b in self.sample_batches(due):  # replay is the same for all of them: one draw
+            self.update(b)
             self.update_debt -= 1.0
         if env_steps >= self.next_target_sync:
             self.target.load_state_dict(self.network.state_dict())

@@ -171,6 +171,9 @@ def _instrument_crl(learner, clock: Clock) -> None:
         setattr(env, name, clock.wrap("env", getattr(env, name)))
     learner.act = clock.wrap("act", learner.act)
     learner.sample_batch = clock.wrap("sample", learner.sample_batch)
+    # the updates due at an env step draw their batches (and the target's outputs on them) together, before
+    # the first of them: that time counts as update time, the replay draw in it as sample time
+    learner.sample_batches = clock.wrap("update", learner.sample_batches)
     learner.update = clock.wrap("update", learner.update)
     learner.replay.add = clock.wrap("add", learner.replay.add)
     if not hasattr(learner_module, "_bench_original_check_finite"):

@@ -73,11 +73,11 @@ def test_cli_smoke(norm, torso, tmp_path, monkeypatch, capsys):
     seen: dict = {}
     update = DQNAgent.update
 
-    def spy(self):
+    def spy(self, b=None):
         if "before" not in seen:
             seen["before"] = {n: p.detach().clone() for n, p in self.network.named_parameters()}
         seen["agent"] = self
-        update(self)
+        update(self, b)
 
     monkeypatch.setattr(DQNAgent, "update", spy)
     rc = main(argv)
