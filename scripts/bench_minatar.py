@@ -2,29 +2,33 @@
 
 The reference-style loop (:func:`reference_loop`) is written for crl from the facts of the
 MinAtar paper (Young & Tian 2019, arXiv 1903.03176) and of ``examples/dqn.py`` in
-github.com/kenjyoung/MinAtar (read, not copied): one ``minatar.Environment``; the state as a
-``(1, C, 10, 10)`` float tensor each step; transitions kept as tuples of tensors in a Python
-list used as a circular buffer of 100,000; ``random.sample`` of 32 transitions stacked with
-``torch.cat`` each update; Conv(16, 3x3, stride 1) -> ReLU -> Linear(128) -> ReLU ->
-Linear(6); ``max`` over the target network for the bootstrap; ``smooth_l1_loss``; centered
-``torch.optim.RMSprop(lr=2.5e-4, alpha=0.95, eps=0.01)``; one update per env step after
-5,000 random steps; epsilon 1.0 -> 0.1 over the next 100,000 steps; target copy every 1,000
-updates.
+github.com/kenjyoung/MinAtar (read, not copied), and does per step what that script does: one
+``minatar.Environment``; the state as a ``(1, C, 10, 10)`` float tensor each step, the action,
+reward and terminal flag as tensors; the epsilon draw with ``numpy.random.binomial``;
+transitions as namedtuples of tensors in a Python list used as a circular buffer of 100,000;
+``random.sample`` of 32 transitions, unzipped and stacked with ``torch.cat`` each update;
+Conv(16, 3x3, stride 1) -> ReLU -> Linear(128) -> ReLU -> Linear(6); the non-terminal next
+states found by a Python loop over the batch and only they sent through the target network
+(``max`` over actions); ``smooth_l1_loss``; centered ``torch.optim.RMSprop(lr=2.5e-4,
+alpha=0.95, eps=0.01)``; one update per env step after 5,000 random steps; epsilon 1.0 -> 0.1
+over the next 100,000 steps; target copy every 1,000 updates.
 
 crl runs ``crl minatar`` with the same preset through its runner (the ``minatar`` preset:
 same hyperparameters), plasticity metrics off (``--metrics-every 0``; the reference has none),
 evaluation and checkpoints outside the measured window.
 
-Both first take the 5,000 random steps and ``--warmup`` steps with updates (not measured: crl's
-``minatar`` preset compiles its optimizer step at the first update, a one-off cost of 15-70 s
-per run), then ``--steps`` measured steps with one update per env step at epsilon 0.1 (the exploration of 98% of a 5M-step run: measured right after
-the start, epsilon near 1 would let the reference skip its acting forward on almost every step
-while crl always runs it); the two alternate ``--repeats`` times (A B A B ...) so that load from other
-processes on a shared machine hits both alike. Reported per implementation: env steps/s over
-the measured window (median over repeats), ms per update (sample + loss + backward + optimizer
-step), and the share of the measured time outside the update (acting, env, replay writes, logging).
+Each first takes the 5,000 random steps and ``--warmup`` steps with updates (not measured:
+crl's ``minatar`` preset compiles its optimizer step at the first update, a one-off cost of
+15-70 s per run), then ``--steps`` measured steps with one update per env step at epsilon 0.1
+(the exploration of 98% of a 5M-step run: measured right after the start, epsilon near 1
+would let the reference skip its acting forward on almost every step while crl always runs
+it). The reference and the crl rows (one per ``--num-envs`` value) take turns ``--repeats``
+times (A B C A B C ...) so that load from other processes on a shared machine hits all alike.
+Reported per row: env steps/s over the measured window (median over repeats) and its ratio to
+the reference's, ms per update (sample + loss + backward + optimizer step), and the share of
+the measured time outside the update (acting, env, replay writes, logging).
 
-    OMP_NUM_THREADS=1 python scripts/bench_minatar.py --game breakout --steps 3000 --repeats 3
+    OMP_NUM_THREADS=1 python scripts/bench_minatar.py --game breakout --steps 3000 --repeats 3 --num-envs 1 8
 """
 from __future__ import annotations
 
@@ -36,8 +40,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import namedtuple
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,15 +68,22 @@ class ReferenceNet(nn.Module):
         return self.out(x)
 
 
+Transition = namedtuple("Transition", "state next_state action reward terminal")
+
+
 def reference_update(policy: nn.Module, target: nn.Module, opt: torch.optim.Optimizer, s: torch.Tensor,
                      s2: torch.Tensor, a: torch.Tensor, r: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
     """One update of the reference on a stacked batch (states ``(B, C, 10, 10)`` floats, ``a``, ``r``
-    and ``term`` ``(B, 1)``): Huber loss of ``Q(s, a)`` against ``r + gamma (1 - term) max_a' Q_target(s', a')``."""
+    and ``term`` ``(B, 1)``): Huber loss of ``Q(s, a)`` against ``r + gamma max_a' Q_target(s', a')``,
+    the bootstrap 0 for terminal ``s'``. As ``examples/dqn.py``'s ``train``: the non-terminal rows are
+    found by a Python loop over the batch, only they go through the target network, and
+    ``smooth_l1_loss`` gets the target first."""
     q_sa = policy(s).gather(1, a)
-    with torch.no_grad():
-        q_next = target(s2).max(1)[0].unsqueeze(1)
-    y = r + GAMMA * (1 - term) * q_next
-    loss = F.smooth_l1_loss(q_sa, y)
+    live = torch.tensor([i for i, done in enumerate(term) if done == 0], dtype=torch.int64)
+    q_next = torch.zeros(len(s), 1)
+    if len(live):
+        q_next[live] = target(s2.index_select(0, live)).detach().max(1)[0].unsqueeze(1)
+    loss = F.smooth_l1_loss(r + GAMMA * q_next, q_sa)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -85,12 +98,20 @@ def reference_optimizer(policy: nn.Module) -> torch.optim.RMSprop:
 def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int = 1,
                    returns: list | None = None) -> dict:
     """The reference's structure; returns timings of the ``steps`` steps after learning starts.
+
+    Per env step, as ``examples/dqn.py``: the epsilon draw with ``numpy.random.binomial``, the action
+    as a ``(1, 1)`` tensor passed to ``env.act``, the next state, reward and terminal flag as
+    tensors, a ``Transition`` namedtuple appended to a list (overwritten in a circle once full),
+    ``reward.item()`` added to the return; per update ``random.sample`` of the list, unzipped and
+    ``torch.cat``'d field by field, then :func:`reference_update`. The first update comes at the step
+    whose frame count before it exceeds 5,000, and the target copy after every 1,000th update.
     ``returns``: a list that gets ``(env steps, return)`` at the end of every episode (then
     ``eps_decay=100_000`` and ``warmup=0`` make it a whole training run of the reference,
     ``scripts/minatar_reference_returns.py``)."""
     from minatar import Environment
 
     random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)
     env = Environment(game)  # sticky actions 0.1, difficulty ramping: MinAtar's defaults
     env.seed(seed)
@@ -105,56 +126,54 @@ def reference_loop(game: str, steps: int, seed: int, warmup: int, eps_decay: int
     update_time = 0.0
 
     def get_state():
-        return torch.tensor(env.state(), dtype=torch.float32).permute(2, 0, 1).unsqueeze(0)
+        return torch.tensor(env.state()).permute(2, 0, 1).unsqueeze(0).float()
+
+    def act(t, s):
+        if t < LEARNING_STARTS:
+            return torch.tensor([[random.randrange(actions)]])
+        eps = max(0.1, 1.0 - 0.9 * (t - LEARNING_STARTS) / eps_decay)
+        if np.random.binomial(1, eps) == 1:
+            return torch.tensor([[random.randrange(actions)]])
+        with torch.no_grad():
+            return policy(s).max(1)[1].view(1, 1)
 
     def train():
-        nonlocal updates
-        batch = random.sample(buffer, BATCH)
-        reference_update(policy, target, opt, *(torch.cat(x) for x in zip(*batch)))
-        updates += 1
-        if updates % TARGET_EVERY == 0:
-            target.load_state_dict(policy.state_dict())
+        batch = Transition(*zip(*random.sample(buffer, BATCH)))
+        reference_update(policy, target, opt, torch.cat(batch.state), torch.cat(batch.next_state),
+                         torch.cat(batch.action), torch.cat(batch.reward), torch.cat(batch.terminal))
 
-    env.reset()
-    state = get_state()
     t = 0
     start = None
-    episode_return = 0.0
     while t < LEARNING_STARTS + warmup + steps:
-        if t == LEARNING_STARTS + warmup:
-            start = time.perf_counter()
-            update_time, updates = 0.0, 0
-        if t < LEARNING_STARTS:
-            action = torch.tensor([[random.randrange(actions)]])
-        else:
-            eps = max(0.1, 1.0 - 0.9 * (t - LEARNING_STARTS) / eps_decay)
-            if random.random() < eps:
-                action = torch.tensor([[random.randrange(actions)]])
+        env.reset()
+        s = get_state()
+        episode_return, terminal = 0.0, False
+        while not terminal and t < LEARNING_STARTS + warmup + steps:
+            if t == LEARNING_STARTS + warmup:
+                start = time.perf_counter()
+                update_time, updates = 0.0, 0
+            action = act(t, s)
+            reward, terminal = env.act(action)
+            s_next = get_state()
+            reward = torch.tensor([[reward]]).float()
+            transition = Transition(s, s_next, action, reward, torch.tensor([[terminal]]))
+            if len(buffer) < REPLAY:
+                buffer.append(transition)
             else:
-                with torch.no_grad():
-                    action = policy(state).max(1)[1].view(1, 1)
-        reward, done = env.act(action.item())
-        next_state = get_state()
-        transition = (state, next_state, action, torch.tensor([[float(reward)]]), torch.tensor([[float(done)]]))
-        if len(buffer) < REPLAY:
-            buffer.append(transition)
-        else:
-            buffer[location] = transition
-        location = (location + 1) % REPLAY
-        t += 1
-        if t > LEARNING_STARTS and len(buffer) >= BATCH:
-            u0 = time.perf_counter()
-            train()
-            update_time += time.perf_counter() - u0
-        episode_return += reward
-        if done:
-            if returns is not None:
-                returns.append((t, episode_return))
-            episode_return = 0.0
-            env.reset()
-            state = get_state()
-        else:
-            state = next_state
+                buffer[location] = transition
+            location = (location + 1) % REPLAY
+            if t > LEARNING_STARTS and len(buffer) >= BATCH:
+                u0 = time.perf_counter()
+                train()
+                update_time += time.perf_counter() - u0
+                updates += 1
+                if updates % TARGET_EVERY == 0:
+                    target.load_state_dict(policy.state_dict())
+            episode_return += reward.item()
+            t += 1
+            s = s_next
+        if returns is not None and terminal:
+            returns.append((t, episode_return))
     total = time.perf_counter() - start
     return {"steps_per_s": steps / total, "ms_per_update": 1e3 * update_time / max(updates, 1),
             "outside_update": 1.0 - update_time / total, "updates": updates}
@@ -173,23 +192,29 @@ def crl_loop(game: str, steps: int, seed: int, warmup: int, extra: dict) -> dict
                       metrics_every=0, progress=False, eps_decay_steps=1, **extra)
     scenario, learner, hooks = prepare(cfg)
     timing = {"train": 0.0, "update": 0.0, "updates": 0, "steps": 0}
-    train, update = learner.train, learner.update
+    train, update, sample_batches = learner.train, learner.update, learner.sample_batches
 
-    def timed_update():
+    def timed_update(*args):
         u0 = time.perf_counter()
-        update()
+        update(*args)
         timing["update"] += time.perf_counter() - u0
         timing["updates"] += 1
+
+    def timed_sample_batches(count):  # the batches of the updates due at an env step, drawn before them
+        u0 = time.perf_counter()
+        batches = sample_batches(count)
+        timing["update"] += time.perf_counter() - u0
+        return batches
 
     def timed_train(task, n):
         if learner.env_steps < LEARNING_STARTS + warmup:  # the runner's first chunk: random steps + warmup
             return train(task, n)
-        learner.update = timed_update
+        learner.update, learner.sample_batches = timed_update, timed_sample_batches
         t0 = time.perf_counter()
         done = train(task, n)
         timing["train"] += time.perf_counter() - t0
         timing["steps"] += done
-        learner.update = update
+        learner.update, learner.sample_batches = update, sample_batches
         return done
 
     learner.train = timed_train
@@ -207,31 +232,34 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=500, help="steps with updates before the measured ones")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-envs", type=int, default=1, help="crl's --num-envs (the preset and the reference: 1; "
-                   "more envs share one acting forward, same updates per env step)")
+    p.add_argument("--num-envs", type=int, nargs="+", default=[1],
+                   help="crl's --num-envs, one crl row each (the preset and the reference: 1; n envs share one "
+                        "acting forward and one replay draw for the n updates due after their step, still one "
+                        "update per env step)")
     p.add_argument("--json", default="", help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    results: dict[str, list[dict]] = {"reference": [], "crl": []}
+    rows = {"reference": None, **{f"crl, {n} env{'s' if n > 1 else ''}": n for n in args.num_envs}}
+    results: dict[str, list[dict]] = {k: [] for k in rows}
     for r in range(args.repeats):
-        results["reference"].append(reference_loop(args.game, args.steps, args.seed + r, args.warmup))
-        results["crl"].append(crl_loop(args.game, args.steps, args.seed + r, args.warmup, {"num_envs": args.num_envs}))
+        for k, n in rows.items():
+            results[k].append(reference_loop(args.game, args.steps, args.seed + r, args.warmup) if n is None else
+                              crl_loop(args.game, args.steps, args.seed + r, args.warmup, {"num_envs": n}))
         print(f"repeat {r}: " + "; ".join(f"{k} {v[-1]['steps_per_s']:.0f} steps/s" for k, v in results.items()),
               file=sys.stderr, flush=True)
     summary = {k: {m: statistics.median(x[m] for x in v) for m in ("steps_per_s", "ms_per_update", "outside_update")}
                for k, v in results.items()}
-    ratio = summary["crl"]["steps_per_s"] / summary["reference"]["steps_per_s"]
+    ratios = {k: s["steps_per_s"] / summary["reference"]["steps_per_s"] for k, s in summary.items()}
     print(f"MinAtar {args.game}, {args.steps} measured steps after {LEARNING_STARTS} random and {args.warmup} warm-up, "
-          f"epsilon 0.1, one update "
-          f"per step, batch {BATCH}, crl --num-envs {args.num_envs}, torch threads {torch.get_num_threads()}, "
+          f"epsilon 0.1, one update per env step, batch {BATCH}, torch threads {torch.get_num_threads()}, "
           f"median of {args.repeats}")
-    print(f"{'':<10} {'env steps/s':>12} {'ms/update':>10} {'outside update':>15}")
+    print(f"{'':<14} {'env steps/s':>12} {'x reference':>12} {'ms/update':>10} {'outside update':>15}")
     for k, s in summary.items():
-        print(f"{k:<10} {s['steps_per_s']:>12.0f} {s['ms_per_update']:>10.2f} {100 * s['outside_update']:>14.1f}%")
-    print(f"crl / reference: {ratio:.2f}x")
+        print(f"{k:<14} {s['steps_per_s']:>12.0f} {ratios[k]:>11.2f}x {s['ms_per_update']:>10.2f} "
+              f"{100 * s['outside_update']:>14.1f}%")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results, "median": summary,
-                                               "ratio": ratio}, indent=1))
+                                               "ratio": ratios}, indent=1))
     return 0
 
 
