@@ -478,11 +478,7 @@ class DQNAgent:
         if env_steps < cfg.learning_starts or len(self.replay) < cfg.batch_size:
             return
         self.update_debt += new_steps / cfg.train_freq
-        due, debt = 0, self.update_debt
-        while debt >= 1.0:
-            debt -= 1.0
-            due += 1
-        for b in self.sample_batches(due):  # replay is the same for all of them: one draw
+        for b in self.sample_batches(int(self.update_debt)):  # replay is the same for all of them: one draw
             self.update(b)
             self.update_debt -= 1.0
         if env_steps >= self.next_target_sync:
