@@ -84,6 +84,15 @@ def windowed(points: list[tuple[int, float]], reached: int, window: int) -> list
     return curve
 
 
+def curve_label(key: tuple, runs: int) -> str:
+    """A group's legend entry: its agent, norm and intervention where set, the other differing
+    fields, and its number of runs."""
+    parts = [str(key[KEY.index("agent")])]
+    parts += [f"{field} {key[KEY.index(field)]}" for field in ("norm", "intervention")
+              if key[KEY.index(field)] not in (None, "", "none")]
+    return ", ".join(parts + list(key[len(KEY):])) + f" ({runs} run{'s' * (runs > 1)})"
+
+
 def plot_curves(groups: dict[tuple, list], window: int, path: str, unit: str = "env steps") -> None:
     import matplotlib
 
@@ -97,9 +106,7 @@ def plot_curves(groups: dict[tuple, list], window: int, path: str, unit: str = "
         n = min(len(r[-1]) for r in runs)
         curves = np.array([r[-1][:n] for r in runs])
         x = (np.arange(n) + 1) * window
-        label = ", ".join([str(key[KEY.index("agent")])] + list(key[len(KEY):]))
-        label += f" ({len(runs)} run{'s' * (len(runs) > 1)})"
-        ax.plot(x, curves.mean(0), label=label)
+        ax.plot(x, curves.mean(0), label=curve_label(key, len(runs)))
         ax.fill_between(x, curves.min(0), curves.max(0), alpha=0.25)
     for game, ax in zip(games, axes[0]):
         ax.set_title(str(game))

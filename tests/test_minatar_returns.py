@@ -58,3 +58,11 @@ def test_at_keeps_the_episodes_ended_by_then(runs, capsys):
 def test_an_ignored_field_no_run_has_is_refused(runs, capsys):
     assert load_script("minatar_returns").main([str(runs[0]), "--ignore", "lr_typo"]) == 2
     assert capsys.readouterr().err == "--ignore: lr_typo is in no run's config.yaml\n"
+
+
+def test_the_legend_names_norm_intervention_and_other_differences(tmp_path):
+    script = load_script("minatar_returns")
+    key = ("minatar", "dqn-hlgauss", "freeway", None, "layernorm", "redo", 500000, "lr=0.001")
+    assert script.curve_label(key, 2) == "dqn-hlgauss, norm layernorm, intervention redo, lr=0.001 (2 runs)"
+    plain = ("minatar", "dqn", "breakout", None, "none", "", 500000)
+    assert script.curve_label(plain, 1) == "dqn (1 run)"
