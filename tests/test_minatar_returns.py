@@ -60,7 +60,7 @@ def test_an_ignored_field_no_run_has_is_refused(runs, capsys):
     assert capsys.readouterr().err == "--ignore: lr_typo is in no run's config.yaml\n"
 
 
-def test_the_legend_names_norm_intervention_and_other_differences(tmp_path):
+def test_the_legend_names_norm_intervention_and_other_differences():
     script = load_script("minatar_returns")
     key = ("minatar", "dqn-hlgauss", "freeway", None, "layernorm", "redo", 500000, "lr=0.001")
     assert script.curve_label(key, 2) == "dqn-hlgauss, norm layernorm, intervention redo, lr=0.001 (2 runs)"
