@@ -22,8 +22,8 @@ bookkeeping: acting in a NEXT_STEP-autoreset vector env (an env's reset step is 
 it is not counted, earns no update and never enters replay; truncation is bootstrapped,
 termination is not), one update per ``--train-freq`` env steps (the updates due after one
 vector step draw their batches in one replay call, and the target network's outputs on them in
-one forward: neither replay nor the target changes between them), reward clipping inside the agent (raw scores are logged), epsilon schedule, target copies,
-evaluation and resume state.
+one forward: neither replay nor the target changes between them), reward clipping inside the
+agent (raw scores are logged), epsilon schedule, target copies, evaluation and resume state.
 """
 from __future__ import annotations
 
